@@ -1,0 +1,16 @@
+//! viva_core: the viva_tensor engine. A plain Rust library with no BEAM types:
+//! checkpoint loading, tokenization, the Llama forward pass, sampling and generation.
+
+pub mod config;
+pub mod error;
+pub mod kv_cache;
+pub mod llm;
+pub mod model;
+pub mod ops;
+pub mod safetensors;
+pub mod sampling;
+pub mod session;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,131 @@
+//! Zero-copy views of checkpoint tensors (memory-mapped bytes + dtype + shape).
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+/// Element types the loaders read. HF/safetensors names: "F32", "F16", "BF16".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Parses a safetensors dtype string; `None` for dtypes the engine does not read.
+    pub fn from_safetensors(s: &str) -> Option<Self> {
+        match s {
+            "F32" => Some(DType::F32),
+            "F16" => Some(DType::F16),
+            "BF16" => Some(DType::BF16),
+            _ => None,
+        }
+    }
+}
+
+/// Owner of the bytes a view points into: a memory map, or (for tests and converted
+/// formats) a heap buffer.
+pub enum Storage {
+    Mmap(memmap2::Mmap),
+    Heap(Vec<u8>),
+}
+
+impl Storage {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mmap(m) => m,
+            Storage::Heap(v) => v,
+        }
+    }
+}
+
+/// One tensor: `shape` is row-major, as stored (HF linears are [out, in]).
+#[derive(Clone)]
+pub struct TensorView {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    storage: Arc<Storage>,
+    offset: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for TensorView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorView({}, {:?}, {:?})", self.name, self.dtype, self.shape)
+    }
+}
+
+impl TensorView {
+    /// `offset..offset+len` must lie inside `storage` and `len` must equal
+    /// numel × dtype size; the loaders check both before calling this.
+    pub fn new(name: String, dtype: DType, shape: Vec<usize>, storage: Arc<Storage>, offset: usize, len: usize) -> Self {
+        debug_assert!(offset + len <= storage.bytes().len());
+        debug_assert_eq!(len, shape.iter().product::<usize>() * dtype.size());
+        TensorView { name, dtype, shape, storage, offset, len }
+    }
+
+    /// A heap-backed f32 tensor (tests, converted weights).
+    pub fn from_f32(name: &str, shape: Vec<usize>, data: &[f32]) -> Self {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let len = bytes.len();
+        TensorView::new(name.to_string(), DType::F32, shape, Arc::new(Storage::Heap(bytes)), 0, len)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.storage.bytes()[self.offset..self.offset + self.len]
+    }
+
+    /// Element `i` as f32 (little-endian, unaligned-safe).
+    #[inline]
+    pub fn get_f32(&self, i: usize) -> f32 {
+        let b = self.bytes();
+        match self.dtype {
+            DType::F32 => f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]),
+            DType::F16 => f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+            DType::BF16 => bf16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+        }
+    }
+
+    /// Elements `start..start+out.len()` converted to f32 into `out`.
+    pub fn read_f32_into(&self, start: usize, out: &mut [f32]) {
+        let b = self.bytes();
+        let sz = self.dtype.size();
+        let src = &b[start * sz..(start + out.len()) * sz];
+        match self.dtype {
+            DType::F32 => {
+                for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            DType::F16 => {
+                for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            DType::BF16 => {
+                for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+        }
+    }
+
+    /// The whole tensor as f32.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut v = vec![0.0; self.numel()];
+        self.read_f32_into(0, &mut v);
+        v
+    }
+}

@@ -1,0 +1,1 @@
+rustler::init!("viva_tensor_nif");
