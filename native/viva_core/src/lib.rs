@@ -7,6 +7,7 @@ pub mod kv_cache;
 pub mod llm;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod safetensors;
 pub mod sampling;
 pub mod session;

@@ -1,0 +1,2 @@
+//! Weight quantization formats (FP8 E4M3 weight-only; later sparse 2:4).
+pub mod fp8;
