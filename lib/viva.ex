@@ -1,0 +1,192 @@
+defmodule Viva.Error do
+  @moduledoc """
+  Raised by `Viva.load_model!/2` and `Viva.generate!/3`; `:reason` holds the same Reason
+  term the non-bang functions return in `{:error, reason}`.
+  """
+  defexception [:reason]
+
+  @impl true
+  def message(%__MODULE__{reason: reason}), do: "viva_tensor: " <> describe(reason)
+
+  @doc "A one-line English description of a Reason term."
+  @spec describe(Viva.reason()) :: String.t()
+  def describe({:file_not_found, path}), do: "file not found: #{path}"
+  def describe({:bad_format, file, detail}), do: "bad format in #{file}: #{detail}"
+  def describe({:missing_tensor, name}), do: "missing tensor: #{name}"
+
+  def describe({:shape_mismatch, name, expected, got}),
+    do: "shape mismatch for #{name}: expected #{inspect(expected)}, got #{inspect(got)}"
+
+  def describe({:unsupported_dtype, name, dtype}), do: "unsupported dtype #{dtype} for tensor #{name}"
+  def describe({:invalid_option, key, value}), do: "invalid option #{inspect(key)}: #{inspect(value)}"
+
+  def describe({:context_overflow, needed, max}),
+    do: "context overflow: need #{needed} positions, the model has #{max}"
+
+  def describe(:invalid_utf8), do: "invalid UTF-8 in the prompt"
+  def describe(:empty_prompt), do: "empty prompt"
+  def describe({:token_out_of_range, id, vocab}), do: "token id #{id} out of range (vocab #{vocab})"
+  def describe({:no_tokenizer, path}), do: "no tokenizer found for #{path}"
+  def describe({:io_error, path, detail}), do: "I/O error on #{path}: #{detail}"
+  def describe(:cuda_unavailable), do: "CUDA unavailable"
+  def describe(:out_of_memory), do: "out of memory"
+  def describe(:cancelled), do: "cancelled"
+  def describe({:internal, msg}), do: "internal error: #{msg}"
+  def describe(other), do: inspect(other)
+end
+
+defmodule Viva do
+  # Option names, defaults and docs come from the one declared list in viva_tensor_llm.erl.
+  option_docs = fn specs ->
+    Enum.map_join(specs, "\n", fn {name, default, _validator, doc} ->
+      "  * `#{inspect(name)}` (default `#{inspect(default)}`) — #{doc}"
+    end)
+  end
+
+  @load_options_doc option_docs.(:viva_tensor_llm.load_options())
+  @generate_options_doc option_docs.(:viva_tensor_llm.generate_options())
+
+  @moduledoc """
+  Load Llama-family Hugging Face checkpoints and generate text, on the CPU.
+
+      {:ok, model} = Viva.load_model("test/fixtures/tiny_gqa")
+      {:ok, %{text: text, tokens: ids, ms_per_token: ms, total_tokens: n}} =
+        Viva.generate(model, "Once upon a time", max_new_tokens: 20)
+
+  A model handle is reusable and safe to share between processes: each `generate/3` call
+  has its own KV cache. Options are keyword lists (a map works too); they are validated
+  by the Erlang layer (`:viva_tensor_llm`), so an unknown key, a wrong type or an
+  out-of-range value gives `{:error, {:invalid_option, key, value}}`. Every function
+  returns `{:ok, _}` or `{:error, reason}`; the `!` variants raise `Viva.Error`.
+
+  ## Load options
+
+  #{@load_options_doc}
+
+  ## Generate options
+
+  #{@generate_options_doc}
+
+  ## Reasons
+
+  `{:file_not_found, path}`, `{:bad_format, file, detail}`, `{:missing_tensor, name}`,
+  `{:shape_mismatch, name, expected, got}`, `{:unsupported_dtype, name, dtype}`,
+  `{:invalid_option, key, value}`, `{:context_overflow, needed, max}`, `:invalid_utf8`,
+  `:empty_prompt`, `{:token_out_of_range, id, vocab}`, `{:no_tokenizer, path}`,
+  `{:io_error, path, detail}`, `:cuda_unavailable`, `:out_of_memory`, `:cancelled`,
+  `{:internal, message}`; strings in them are binaries.
+  """
+
+  @typedoc "A loaded model (an opaque NIF resource)."
+  @type model :: reference()
+
+  @typedoc "Why a call failed; see the module documentation."
+  @type reason :: :viva_tensor_llm.reason()
+
+  @typedoc "The outcome of a generation."
+  @type result :: %{
+          tokens: [non_neg_integer()],
+          text: String.t(),
+          ms_per_token: float(),
+          total_tokens: non_neg_integer()
+        }
+
+  @doc """
+  Loads a checkpoint: a `.safetensors` file, a `model.safetensors.index.json`, or a folder
+  holding either with its `config.json` and `tokenizer.json`.
+
+  Options:
+
+  #{@load_options_doc}
+
+  ## Examples
+
+      {:ok, model} = Viva.load_model("test/fixtures/tiny_gqa")
+      {:ok, model} = Viva.load_model("test/fixtures/tiny_gqa", num_layers: 1)
+      {:error, {:file_not_found, _path}} = Viva.load_model("/no/such/model")
+  """
+  @spec load_model(Path.t(), keyword() | map()) :: {:ok, model()} | {:error, reason()}
+  def load_model(path, opts \\ []) do
+    with {:ok, map} <- to_map(opts), do: :viva_tensor_llm.load(path, map)
+  end
+
+  @doc """
+  Like `load_model/2` but returns the model or raises `Viva.Error`.
+
+  ## Examples
+
+      model = Viva.load_model!("test/fixtures/tiny_gqa")
+  """
+  @spec load_model!(Path.t(), keyword() | map()) :: model()
+  def load_model!(path, opts \\ []), do: unwrap!(load_model(path, opts))
+
+  @doc """
+  Generates a continuation of `prompt` (a UTF-8 string or chardata).
+
+  The result holds the generated token ids, their text (special tokens skipped), the
+  milliseconds per generated token, and the prompt + generated token count.
+
+  Options:
+
+  #{@generate_options_doc}
+
+  ## Examples
+
+      {:ok, %{text: text, tokens: tokens}} =
+        Viva.generate(model, "Once upon a time", max_new_tokens: 20, stop_on_eos: false)
+      length(tokens) #=> 20
+
+      # Sampling is reproducible for a given seed.
+      {:ok, a} = Viva.generate(model, "Hello", temperature: 0.8, top_k: 40, top_p: 0.9, seed: 7)
+      {:ok, ^a} = Viva.generate(model, "Hello", temperature: 0.8, top_k: 40, top_p: 0.9, seed: 7)
+
+      {:error, {:invalid_option, :top_p, 1.5}} = Viva.generate(model, "Hello", top_p: 1.5)
+  """
+  @spec generate(model(), iodata() | String.t(), keyword() | map()) ::
+          {:ok, result()} | {:error, reason()}
+  def generate(model, prompt, opts \\ []) do
+    with {:ok, map} <- to_map(opts), do: :viva_tensor_llm.generate(model, prompt, map)
+  end
+
+  @doc """
+  Like `generate/3` but returns the result map or raises `Viva.Error`.
+
+  ## Examples
+
+      %{text: text} = Viva.generate!(model, "Once upon a time", max_new_tokens: 8)
+  """
+  @spec generate!(model(), iodata() | String.t(), keyword() | map()) :: result()
+  def generate!(model, prompt, opts \\ []), do: unwrap!(generate(model, prompt, opts))
+
+  @doc """
+  The loaded model's configuration (`config.json` fields after defaults and
+  `generation_config.json`), plus `:tokenizer_vocab_size`.
+
+  ## Examples
+
+      {:ok, %{num_hidden_layers: layers, vocab_size: vocab}} = Viva.model_info(model)
+  """
+  @spec model_info(model()) :: {:ok, map()} | {:error, reason()}
+  def model_info(model), do: :viva_tensor_llm.info(model)
+
+  # Keyword list (or map) → the map the Erlang layer validates. A repeated key is an error
+  # rather than a silent first-or-last-wins.
+  defp to_map(opts) when is_map(opts), do: {:ok, opts}
+
+  defp to_map(opts) when is_list(opts) do
+    if Keyword.keyword?(opts) do
+      Enum.reduce_while(opts, {:ok, %{}}, fn {key, value}, {:ok, acc} ->
+        if Map.has_key?(acc, key),
+          do: {:halt, {:error, {:invalid_option, key, value}}},
+          else: {:cont, {:ok, Map.put(acc, key, value)}}
+      end)
+    else
+      {:error, {:invalid_option, :opts, opts}}
+    end
+  end
+
+  defp to_map(opts), do: {:error, {:invalid_option, :opts, opts}}
+
+  defp unwrap!({:ok, value}), do: value
+  defp unwrap!({:error, reason}), do: raise(Viva.Error, reason: reason)
+end

@@ -1,0 +1,48 @@
+# Shared by scripts/test.sh and scripts/run.sh (sourced, not run): set-up and the NIF build.
+# Expects ROOT (the repo root) to be set and the caller to run with `set -euo pipefail`.
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages for Erlang/OTP, EUnit and Elixir, a C linker, and Rust via rustup
+# (Debian's own cargo is older than the rustler crate needs).
+ensure_tools() {
+  local need=()
+  command -v erl >/dev/null 2>&1 || need+=(erlang-nox erlang-dev erlang-eunit)
+  command -v elixir >/dev/null 2>&1 || need+=(elixir)
+  command -v cc >/dev/null 2>&1 || need+=(build-essential)
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${need[*]}"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+  fi
+  # erlang-nox alone lacks EUnit on some releases.
+  if ! erl -noshell -eval 'halt(case code:which(eunit) of non_existing -> 1; _ -> 0 end).' ; then
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends erlang-eunit
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "== installing Rust (rustup, minimal profile)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+# cargo builds the NIF (release) and the .so goes to priv/, where viva_tensor_nif.erl looks.
+build_nif() {
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  (cd "$ROOT" && cargo build --release -p viva_tensor_nif)
+  mkdir -p "$ROOT/priv"
+  cmp -s "$target/release/libviva_tensor_nif.so" "$ROOT/priv/libviva_tensor_nif.so" ||
+    cp -f "$target/release/libviva_tensor_nif.so" "$ROOT/priv/libviva_tensor_nif.so"
+}
+
+# The Erlang API modules (plain erlc, no mix/gleam) into the given folder.
+build_erlang() {
+  local out="$1"
+  mkdir -p "$out"
+  erlc -Wall -o "$out" "$ROOT/src/viva_tensor_nif.erl" "$ROOT/src/viva_tensor_llm.erl"
+}

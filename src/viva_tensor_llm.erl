@@ -1,0 +1,245 @@
+%% @doc Load Llama-family Hugging Face checkpoints and generate text.
+%%
+%% ```
+%% {ok, Model} = viva_tensor_llm:load("test/fixtures/tiny_gqa"),
+%% {ok, #{text := Text, tokens := Ids, ms_per_token := Ms, total_tokens := N}} =
+%%     viva_tensor_llm:generate(Model, <<"Once upon a time">>, #{max_new_tokens => 20}).
+%% '''
+%%
+%% A model handle is reusable across prompts and safe to share between processes: each
+%% generate call has its own KV cache. Loading runs on a dirty IO scheduler, generation on
+%% a dirty CPU scheduler.
+%%
+%% Options are validated here, once, against the declared lists {@link load_options/0}
+%% and {@link generate_options/0}; an unknown key, a wrong type or an out-of-range value
+%% gives `{error, {invalid_option, Key, Value}}', and an option argument that is not a
+%% map gives `{error, {invalid_option, opts, Opts}}'. Every function returns
+%% `{ok, _}' or `{error, Reason}'; README.md lists the Reasons.
+-module(viva_tensor_llm).
+
+-export([load/1, load/2, generate/2, generate/3, info/1]).
+-export([load_options/0, generate_options/0, defaults/1]).
+
+-export_type([model/0, reason/0, load_opts/0, generate_opts/0, result/0, option_spec/0]).
+
+-type model() :: reference().
+%% An opaque handle to a loaded model (a NIF resource).
+
+-type load_opts() :: #{num_layers => pos_integer() | all,
+                       tokenizer_path => file:filename_all() | auto,
+                       device => auto | cpu | cuda}.
+
+-type generate_opts() :: #{max_new_tokens => non_neg_integer(),
+                           temperature => number(),
+                           top_k => infinity | 1..256,
+                           top_p => number(),
+                           seed => non_neg_integer(),
+                           stop_on_eos => boolean()}.
+
+-type result() :: #{tokens := [non_neg_integer()],
+                    text := binary(),
+                    ms_per_token := float(),
+                    total_tokens := non_neg_integer()}.
+
+-type reason() :: {file_not_found, binary()}
+                | {bad_format, File :: binary(), Detail :: binary()}
+                | {missing_tensor, binary()}
+                | {shape_mismatch, Name :: binary(), Expected :: [non_neg_integer()], Got :: [non_neg_integer()]}
+                | {unsupported_dtype, Name :: binary(), Dtype :: binary()}
+                | {invalid_option, Key :: term(), Value :: term()}
+                | {context_overflow, Needed :: non_neg_integer(), Max :: non_neg_integer()}
+                | invalid_utf8
+                | empty_prompt
+                | {token_out_of_range, Id :: non_neg_integer(), Vocab :: non_neg_integer()}
+                | {no_tokenizer, binary()}
+                | {io_error, Path :: binary(), Detail :: binary()}
+                | cuda_unavailable
+                | out_of_memory
+                | cancelled
+                | {internal, binary()}.
+
+-type option_spec() :: {Name :: atom(), Default :: term(),
+                        Validator :: fun((term()) -> {ok, term()} | error),
+                        Doc :: binary()}.
+%% One declared option: its name, default, a validator that normalises an accepted value
+%% (e.g. an integer temperature to a float), and its documentation.
+
+-define(MAX_U64, 16#FFFFFFFFFFFFFFFF).
+-define(MAX_F32, 3.4028234663852886e38).
+%% The sampler keeps at most this many candidates (top_k => infinity means this many).
+-define(MAX_TOP_K, 256).
+
+%%--------------------------------------------------------------------------------------
+%% Declared options: the single source of names, defaults, validation and docs
+%% (lib/viva.ex builds its documentation from these lists).
+%%--------------------------------------------------------------------------------------
+
+%% @doc The load options: `{Name, Default, Validator, Doc}'.
+-spec load_options() -> [option_spec()].
+load_options() ->
+    [{num_layers, all, fun v_num_layers/1,
+      <<"Load only the first N transformer blocks (a positive integer), or `all`.">>},
+     {tokenizer_path, auto, fun v_path/1,
+      <<"The tokenizer.json to use (string or binary); `auto` looks for <name>_tokenizer.json "
+        "beside a weights file, then tokenizer.json in the checkpoint folder.">>},
+     {device, auto, fun v_device/1,
+      <<"`auto`, `cpu` or `cuda`. `auto` runs on the CPU today; `cuda` gives "
+        "`{error, cuda_unavailable}` until the GPU backend lands.">>}].
+
+%% @doc The generate options: `{Name, Default, Validator, Doc}'.
+-spec generate_options() -> [option_spec()].
+generate_options() ->
+    [{max_new_tokens, 50, fun v_max_new_tokens/1,
+      <<"The most tokens to generate (a non-negative integer).">>},
+     {temperature, 0.0, fun v_temperature/1,
+      <<"Sampling temperature (a number >= 0); 0.0 is greedy argmax.">>},
+     {top_k, infinity, fun v_top_k/1,
+      <<"Keep the K most likely tokens (1..256), or `infinity` (up to 256 candidates).">>},
+     {top_p, 1.0, fun v_top_p/1,
+      <<"Nucleus sampling: keep the smallest set of tokens whose probability reaches P "
+        "(a number in (0, 1]).">>},
+     {seed, 42, fun v_seed/1,
+      <<"Seed of the ChaCha sampler (a non-negative integer < 2^64): the same seed, prompt, "
+        "model and options give the same tokens on any machine.">>},
+     {stop_on_eos, true, fun v_boolean/1,
+      <<"Stop at the model's end-of-sequence token (a boolean).">>}].
+
+%% @doc The defaults of `load' or `generate' options as a map.
+-spec defaults(load | generate) -> map().
+defaults(load) -> defaults_of(load_options());
+defaults(generate) -> defaults_of(generate_options()).
+
+%%--------------------------------------------------------------------------------------
+%% API
+%%--------------------------------------------------------------------------------------
+
+%% @equiv load(Path, #{})
+-spec load(file:filename_all()) -> {ok, model()} | {error, reason()}.
+load(Path) ->
+    load(Path, #{}).
+
+%% @doc Load a checkpoint: a `.safetensors' file, a `model.safetensors.index.json', or a
+%% folder holding either (with config.json, generation_config.json and tokenizer.json
+%% beside it). `Path' is a string or a binary.
+-spec load(file:filename_all(), load_opts()) -> {ok, model()} | {error, reason()}.
+load(Path, Opts) ->
+    maybe_call([fun() -> path_binary(Path) end,
+                fun() -> validate(Opts, load_options()) end],
+               fun([PathBin, FullOpts]) -> viva_tensor_nif:model_load(PathBin, FullOpts) end).
+
+%% @equiv generate(Model, Prompt, #{})
+-spec generate(model(), unicode:chardata()) -> {ok, result()} | {error, reason()}.
+generate(Model, Prompt) ->
+    generate(Model, Prompt, #{}).
+
+%% @doc Generate a continuation of `Prompt' (a UTF-8 binary, or a unicode string/iolist).
+%% The result holds the generated token ids, their text (a binary, special tokens
+%% skipped), the milliseconds per generated token, and the prompt + generated token count.
+-spec generate(model(), unicode:chardata(), generate_opts()) -> {ok, result()} | {error, reason()}.
+generate(Model, Prompt, Opts) ->
+    maybe_call([fun() -> validate(Opts, generate_options()) end,
+                fun() -> prompt_binary(Prompt) end],
+               fun([FullOpts, PromptBin]) ->
+                       viva_tensor_nif:model_generate(Model, PromptBin, FullOpts)
+               end).
+
+%% @doc The loaded model's configuration (config.json fields after defaults and
+%% generation_config.json), plus `tokenizer_vocab_size'.
+-spec info(model()) -> {ok, map()} | {error, reason()}.
+info(Model) ->
+    viva_tensor_nif:model_info(Model).
+
+%%--------------------------------------------------------------------------------------
+%% Validation
+%%--------------------------------------------------------------------------------------
+
+%% Runs each check in order; the first error wins, else Call gets the checked values.
+maybe_call(Checks, Call) ->
+    maybe_call(Checks, Call, []).
+
+maybe_call([], Call, Acc) ->
+    Call(lists:reverse(Acc));
+maybe_call([Check | Rest], Call, Acc) ->
+    case Check() of
+        {ok, Value} -> maybe_call(Rest, Call, [Value | Acc]);
+        {error, _} = Error -> Error
+    end.
+
+%% Checks every given option against its spec and fills in the defaults. Keys are checked
+%% in sorted order so the reported error does not depend on map internals.
+validate(Opts, Specs) when is_map(Opts) ->
+    check_each(lists:sort(maps:to_list(Opts)), Specs, defaults_of(Specs));
+validate(Opts, _Specs) ->
+    {error, {invalid_option, opts, Opts}}.
+
+check_each([], _Specs, Acc) ->
+    {ok, Acc};
+check_each([{Key, Value} | Rest], Specs, Acc) ->
+    case lists:keyfind(Key, 1, Specs) of
+        {Key, _Default, Validator, _Doc} ->
+            case Validator(Value) of
+                {ok, Normal} -> check_each(Rest, Specs, Acc#{Key => Normal});
+                error -> {error, {invalid_option, Key, Value}}
+            end;
+        false ->
+            {error, {invalid_option, Key, Value}}
+    end.
+
+defaults_of(Specs) ->
+    maps:from_list([{Name, Default} || {Name, Default, _, _} <- Specs]).
+
+path_binary(Path) ->
+    case v_path(Path) of
+        {ok, Bin} when is_binary(Bin) -> {ok, Bin};
+        _ -> {error, {invalid_option, path, Path}}
+    end.
+
+prompt_binary(Prompt) when is_binary(Prompt) ->
+    {ok, Prompt};  % UTF-8 is checked by the NIF, without a copy
+prompt_binary(Prompt) when is_list(Prompt) ->
+    try unicode:characters_to_binary(Prompt) of
+        Bin when is_binary(Bin) -> {ok, Bin};
+        _ -> {error, invalid_utf8}  % {error, ...} or {incomplete, ...}: bad bytes inside
+    catch
+        error:badarg -> {error, {invalid_option, prompt, Prompt}}
+    end;
+prompt_binary(Prompt) ->
+    {error, {invalid_option, prompt, Prompt}}.
+
+v_num_layers(all) -> {ok, all};
+v_num_layers(N) when is_integer(N), N >= 1, N =< ?MAX_U64 -> {ok, N};
+v_num_layers(_) -> error.
+
+%% A file name: a non-empty binary, or a string (unicode allowed) made a UTF-8 binary.
+v_path(auto) -> {ok, auto};
+v_path(P) when is_binary(P), byte_size(P) > 0 -> {ok, P};
+v_path([_ | _] = P) ->
+    try unicode:characters_to_binary(P) of
+        Bin when is_binary(Bin) -> {ok, Bin};
+        _ -> error
+    catch
+        error:badarg -> error
+    end;
+v_path(_) -> error.
+
+v_device(D) when D =:= auto; D =:= cpu; D =:= cuda -> {ok, D};
+v_device(_) -> error.
+
+v_max_new_tokens(N) when is_integer(N), N >= 0, N =< ?MAX_U64 -> {ok, N};
+v_max_new_tokens(_) -> error.
+
+v_temperature(T) when is_number(T), T >= 0, T =< ?MAX_F32 -> {ok, float(T)};
+v_temperature(_) -> error.
+
+v_top_k(infinity) -> {ok, infinity};
+v_top_k(K) when is_integer(K), K >= 1, K =< ?MAX_TOP_K -> {ok, K};
+v_top_k(_) -> error.
+
+v_top_p(P) when is_number(P), P > 0, P =< 1 -> {ok, float(P)};
+v_top_p(_) -> error.
+
+v_seed(S) when is_integer(S), S >= 0, S =< ?MAX_U64 -> {ok, S};
+v_seed(_) -> error.
+
+v_boolean(B) when is_boolean(B) -> {ok, B};
+v_boolean(_) -> error.

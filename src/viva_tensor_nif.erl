@@ -1,0 +1,91 @@
+%% @doc The only module that loads the native library `libviva_tensor_nif.so'.
+%%
+%% The library is looked up, in order:
+%% <ol>
+%%   <li>`$VIVA_TENSOR_NIF_PATH' (a path without the `.so' extension), when set;</li>
+%%   <li>`code:priv_dir(viva_tensor)' (mix and gleam builds);</li>
+%%   <li>a `priv/libviva_tensor_nif.so' in a folder above this module's `.beam'
+%%       (plain `erlc' builds such as the EUnit run in scripts/test.sh).</li>
+%% </ol>
+%% If none loads, the module still loads and every function raises
+%% `{nif_not_loaded, Why}', where Why says what was tried.
+%%
+%% These functions take already-validated arguments; call them through
+%% {@link viva_tensor_llm}, which owns option validation and defaults.
+-module(viva_tensor_nif).
+
+-export([model_load/2, model_generate/3, model_info/1]).
+
+-on_load(init/0).
+
+-define(LIB, "libviva_tensor_nif").
+
+%% @private
+-spec init() -> ok.
+init() ->
+    Candidates = candidates(),
+    case load_first(Candidates, []) of
+        ok ->
+            ok;
+        {error, Tried} ->
+            %% Returning ok keeps the stubs callable, so a caller gets a readable
+            %% `{nif_not_loaded, Why}' instead of `undef'.
+            persistent_term:put({?MODULE, load_error}, lists:reverse(Tried)),
+            ok
+    end.
+
+%% @doc Load a checkpoint. `Path' is a binary; `Opts' a fully defaulted map.
+-spec model_load(binary(), map()) -> {ok, reference()} | {error, term()}.
+model_load(_Path, _Opts) -> not_loaded().
+
+%% @doc Generate from a UTF-8 binary prompt with a fully defaulted option map.
+-spec model_generate(reference(), binary(), map()) -> {ok, map()} | {error, term()}.
+model_generate(_Model, _Prompt, _Opts) -> not_loaded().
+
+%% @doc The model's configuration as a map.
+-spec model_info(reference()) -> {ok, map()} | {error, term()}.
+model_info(_Model) -> not_loaded().
+
+not_loaded() ->
+    erlang:nif_error({nif_not_loaded, persistent_term:get({?MODULE, load_error}, unknown)}).
+
+load_first([], Tried) ->
+    {error, Tried};
+load_first([Path | Rest], Tried) ->
+    case filelib:is_regular(Path ++ ".so") of
+        false ->
+            load_first(Rest, [{Path, not_found} | Tried]);
+        true ->
+            case erlang:load_nif(Path, 0) of
+                ok -> ok;
+                {error, Why} -> load_first(Rest, [{Path, Why} | Tried])
+            end
+    end.
+
+%% Paths without the extension, in lookup order.
+candidates() ->
+    FromEnv = case os:getenv("VIVA_TENSOR_NIF_PATH") of
+                  false -> [];
+                  "" -> [];
+                  P -> [P]
+              end,
+    FromApp = case code:priv_dir(viva_tensor) of
+                  {error, _} -> [];
+                  Dir -> [filename:join(Dir, ?LIB)]
+              end,
+    FromEnv ++ FromApp ++ walk_up().
+
+walk_up() ->
+    case code:which(?MODULE) of
+        Beam when is_list(Beam) ->
+            ancestors(filename:dirname(filename:absname(Beam)));
+        _ ->
+            []
+    end.
+
+ancestors(Dir) ->
+    Here = filename:join([Dir, "priv", ?LIB]),
+    case filename:dirname(Dir) of
+        Dir -> [Here];
+        Parent -> [Here | ancestors(Parent)]
+    end.
