@@ -1,1 +1,191 @@
-//! placeholder, being written
+//! The engine's facade: load a checkpoint + tokenizer, generate text. The NIF calls only this.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::safetensors::Checkpoint;
+use crate::sampling::{Sampler, MAX_TOP_K};
+use crate::session::Session;
+use crate::tokenizer::Tokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CUDA when a usable GPU is found, else CPU (CPU only until the CUDA backend lands).
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Load only the first N transformer blocks.
+    pub num_layers: Option<usize>,
+    pub tokenizer_path: Option<PathBuf>,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    /// 0.0 = greedy argmax.
+    pub temperature: f32,
+    /// None = infinity (at most MAX_TOP_K candidates); else 1..=MAX_TOP_K.
+    pub top_k: Option<usize>,
+    pub top_p: f32,
+    pub seed: u64,
+    pub stop_on_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_new_tokens: 50, temperature: 0.0, top_k: None, top_p: 1.0, seed: 42, stop_on_eos: true }
+    }
+}
+
+impl GenerateOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::invalid_option("temperature", self.temperature));
+        }
+        if let Some(k) = self.top_k {
+            if !(1..=MAX_TOP_K).contains(&k) {
+                return Err(Error::invalid_option("top_k", k));
+            }
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::invalid_option("top_p", self.top_p));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateResult {
+    /// Generated ids only; an EOS that stopped generation is included (as HF's generate does).
+    pub tokens: Vec<u32>,
+    /// decode(tokens) with special tokens skipped.
+    pub text: String,
+    /// Wall time from the end of the prompt to the last token, per generated token.
+    pub ms_per_token: f64,
+    /// Prompt + generated tokens.
+    pub total_tokens: usize,
+    pub prompt_tokens: usize,
+    /// Wall time of the prompt pass (prefill) in ms.
+    pub prefill_ms: f64,
+}
+
+pub struct Llm {
+    pub config: ModelConfig,
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+}
+
+impl Llm {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        if opts.device == Device::Cuda {
+            return Err(Error::CudaUnavailable);
+        }
+        let ckpt = Checkpoint::open(path)?;
+        let mut config = ModelConfig::for_checkpoint(&ckpt)?;
+        if let Some(n) = opts.num_layers {
+            if n == 0 || n > config.num_hidden_layers {
+                return Err(Error::invalid_option("num_layers", n));
+            }
+            config.num_hidden_layers = n;
+        }
+        let tokenizer = Tokenizer::from_file(&Tokenizer::locate(path, opts.tokenizer_path.as_deref())?)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::ShapeMismatch {
+                name: "tokenizer vocab".into(),
+                expected: vec![config.vocab_size],
+                got: vec![tokenizer.vocab_size()],
+            });
+        }
+        let model = Model::new(&ckpt, config.clone())?;
+        Ok(Llm { config, model, tokenizer })
+    }
+
+    pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {
+        let ids = self.tokenizer.encode(prompt, true)?;
+        self.generate_ids(&ids, opts)
+    }
+
+    pub fn generate_ids(&self, prompt_ids: &[u32], opts: &GenerateOptions) -> Result<GenerateResult> {
+        self.generate_with(prompt_ids, opts, |_| Ok(()))
+    }
+
+    /// Generation with a callback per completed text chunk (valid UTF-8, non-empty).
+    pub fn generate_with(
+        &self,
+        prompt_ids: &[u32],
+        opts: &GenerateOptions,
+        mut on_text: impl FnMut(&str) -> Result<()>,
+    ) -> Result<GenerateResult> {
+        opts.validate()?;
+        let needed = self.check_prompt(prompt_ids, opts.max_new_tokens)?;
+        let sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
+        let mut session = Session::new(&self.model, needed, sampler);
+
+        let t0 = Instant::now();
+        session.prefill(prompt_ids)?;
+        let t1 = Instant::now();
+        let mut tokens = Vec::with_capacity(opts.max_new_tokens);
+        for i in 0..opts.max_new_tokens {
+            let id = session.sample();
+            tokens.push(id);
+            let chunk = session.detokenize(&self.tokenizer, id)?;
+            if !chunk.is_empty() {
+                on_text(&chunk)?;
+            }
+            if opts.stop_on_eos && self.config.eos_token_ids.contains(&id) {
+                break;
+            }
+            if i + 1 < opts.max_new_tokens {
+                session.step(id)?;
+            }
+        }
+        let tail = session.detok.finish(&self.tokenizer)?;
+        if !tail.is_empty() {
+            on_text(&tail)?;
+        }
+        let t2 = Instant::now();
+        let text = self.tokenizer.decode(&tokens, true)?;
+        let ms_per_token =
+            if tokens.is_empty() { 0.0 } else { (t2 - t1).as_secs_f64() * 1e3 / tokens.len() as f64 };
+        Ok(GenerateResult {
+            total_tokens: prompt_ids.len() + tokens.len(),
+            prompt_tokens: prompt_ids.len(),
+            tokens,
+            text,
+            ms_per_token,
+            prefill_ms: (t1 - t0).as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Logits after the last of `ids` (tests and fixtures).
+    pub fn last_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let needed = self.check_prompt(ids, 0)?;
+        let mut session = Session::new(&self.model, needed, Sampler::new(0.0, None, 1.0, 0));
+        Ok(session.prefill(ids)?.to_vec())
+    }
+
+    /// Validates a prompt; returns the positions the generation needs.
+    fn check_prompt(&self, ids: &[u32], max_new_tokens: usize) -> Result<usize> {
+        if ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::TokenOutOfRange { id, vocab });
+        }
+        let needed = ids.len() + max_new_tokens;
+        let max = self.config.max_position_embeddings;
+        if needed > max {
+            return Err(Error::ContextOverflow { needed, max });
+        }
+        Ok(needed)
+    }
+}

@@ -1,1 +1,212 @@
-//! placeholder, being written
+//! CPU kernels of the Llama forward pass, f32 arithmetic over bf16/f16/f32 weights.
+//! Correct first: a later issue replaces the matvec with SIMD/prepacked kernels; the plain
+//! `_ref` twins stay as the reference they are tested against.
+use std::f64::consts::PI;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::config::{ModelConfig, RopeScaling};
+use crate::tensor::{DType, TensorView};
+
+/// Output rows per rayon task: big enough to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 16;
+
+/// HF LlamaRMSNorm: `x * rsqrt(mean(x²) + eps) * weight`, all in f32.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * inv);
+    }
+}
+
+#[inline]
+fn bf16_bits_to_f32(lo: u8, hi: u8) -> f32 {
+    f32::from_bits((u16::from_le_bytes([lo, hi]) as u32) << 16)
+}
+
+/// One row of a [out, in] weight (raw little-endian bytes) dotted with `x` (in).
+#[inline]
+fn dot_row(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
+    match dtype {
+        DType::BF16 => row.chunks_exact(2).zip(x).map(|(b, &v)| bf16_bits_to_f32(b[0], b[1]) * v).sum(),
+        DType::F16 => row.chunks_exact(2).zip(x).map(|(b, &v)| f16::from_le_bytes([b[0], b[1]]).to_f32() * v).sum(),
+        DType::F32 => row.chunks_exact(4).zip(x).map(|(b, &v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v).sum(),
+    }
+}
+
+/// `out = W x` for W [out.len(), x.len()] (HF layout), rows split across the rayon pool.
+pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(w.numel(), out.len() * x.len());
+    let row_bytes = x.len() * w.dtype.size();
+    let bytes = w.bytes();
+    let dtype = w.dtype;
+    out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(chunk, outs)| {
+        let first = chunk * ROWS_PER_TASK;
+        for (i, o) in outs.iter_mut().enumerate() {
+            let r = first + i;
+            *o = dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x);
+        }
+    });
+}
+
+/// Reference twin of [`matvec`]: one thread, element by element through `get_f32`.
+pub fn matvec_ref(w: &TensorView, x: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = (0..k).map(|c| w.get_f32(r * k + c) * x[c]).sum();
+    }
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// In-place softmax, max-subtracted.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// RoPE inverse frequencies (head_dim / 2), as HF computes them, llama3 scaling included
+/// (transformers `_compute_llama3_parameters`).
+pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let d = cfg.head_dim;
+    let base = cfg.rope_theta as f64;
+    let inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / d as f64)).collect();
+    match cfg.rope_scaling {
+        RopeScaling::Default => inv.into_iter().map(|f| f as f32).collect(),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            let (factor, lo, hi) = (factor as f64, low_freq_factor as f64, high_freq_factor as f64);
+            let old_ctx = original_max_position_embeddings as f64;
+            let low_freq_wavelen = old_ctx / lo;
+            let high_freq_wavelen = old_ctx / hi;
+            inv.into_iter()
+                .map(|f| {
+                    let wavelen = 2.0 * PI / f;
+                    let scaled = if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else if wavelen < high_freq_wavelen {
+                        f
+                    } else {
+                        let smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    };
+                    scaled as f32
+                })
+                .collect()
+        }
+    }
+}
+
+/// cos/sin of `pos * inv_freq` (head_dim / 2 each); the angle is an f32 product as in HF.
+pub fn rope_cos_sin(inv_freq: &[f32], pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+    for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+        let angle = (pos as f32 * f) as f64;
+        *c = angle.cos() as f32;
+        *s = angle.sin() as f32;
+    }
+}
+
+/// Rotate-half RoPE on every head of `x` (n_heads, head_dim): pairs (i, i + head_dim/2), as HF.
+pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos[i] - b * sin[i];
+            head[i + half] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+/// Causal attention of one query position over the cached keys/values 0..=pos.
+/// q (n_heads, head_dim); k_cache, v_cache (max_seq, n_kv_heads, head_dim) of one layer;
+/// scores scratch (n_heads, max_seq); out (n_heads, head_dim).
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_seq: usize,
+}
+
+pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scores: &mut [f32], out: &mut [f32]) {
+    let hd = s.head_dim;
+    let kv_dim = s.n_kv_heads * hd;
+    let group = s.n_heads / s.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).zip(scores.par_chunks_mut(s.max_seq)).enumerate().for_each(|(h, (o, sc))| {
+        let kvh = h / group;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let sc = &mut sc[..=pos];
+        for (t, st) in sc.iter_mut().enumerate() {
+            let kt = &k_cache[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+            *st = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
+        }
+        softmax(sc);
+        o.fill(0.0);
+        for (t, &p) in sc.iter().enumerate() {
+            let vt = &v_cache[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+            for (oi, &vi) in o.iter_mut().zip(vt) {
+                *oi += p * vi;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matvec_matches_reference_for_every_dtype() {
+        let (rows, cols) = (37, 29);
+        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 263) as f32 - 131.0) / 97.0).collect();
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let f32w = TensorView::from_f32("w", vec![rows, cols], &data);
+        for w in [f32w.clone(), to_dtype(&f32w, DType::BF16), to_dtype(&f32w, DType::F16)] {
+            let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+            matvec(&w, &x, &mut a);
+            matvec_ref(&w, &x, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{:?}: {p} vs {q}", w.dtype);
+            }
+        }
+    }
+
+    fn to_dtype(w: &TensorView, dtype: DType) -> TensorView {
+        let v = w.to_f32_vec();
+        let bytes: Vec<u8> = match dtype {
+            DType::BF16 => v.iter().flat_map(|&f| half::bf16::from_f32(f).to_le_bytes()).collect(),
+            DType::F16 => v.iter().flat_map(|&f| f16::from_f32(f).to_le_bytes()).collect(),
+            DType::F32 => v.iter().flat_map(|&f| f.to_le_bytes()).collect(),
+        };
+        let len = bytes.len();
+        TensorView::new("w".into(), dtype, w.shape.clone(), std::sync::Arc::new(crate::tensor::Storage::Heap(bytes)), 0, len)
+    }
+
+    #[test]
+    fn rope_rotates_pairs_half_apart() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        apply_rope(&mut x, 4, &[0.0, 1.0], &[1.0, 0.0]);
+        // pair (0,2) rotated by 90°, pair (1,3) unrotated
+        assert_eq!(x, vec![-3.0, 2.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = vec![1.0, 2.0, 3.0, 1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] > 0.999);
+    }
+}

@@ -1,1 +1,102 @@
-//! placeholder, being written
+//! Token sampling: greedy argmax, or HF's order temperature → top-k → top-p → softmax →
+//! multinomial, drawn from a seeded ChaCha20 stream so that a seed gives the same tokens on
+//! every machine.
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// `top_k` infinity means this many candidates at most (the GPU top-k is bounded the same way).
+pub const MAX_TOP_K: usize = 256;
+
+pub struct Sampler {
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    rng: ChaCha20Rng,
+    /// (top_k) candidates: (id, logit then probability)
+    cand: Vec<(u32, f32)>,
+}
+
+/// Index of the largest value; the lowest index wins a tie (as torch.argmax).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+impl Sampler {
+    /// `top_k`: None = infinity (MAX_TOP_K candidates). Options are validated by the caller.
+    pub fn new(temperature: f32, top_k: Option<usize>, top_p: f32, seed: u64) -> Self {
+        let top_k = top_k.unwrap_or(MAX_TOP_K).clamp(1, MAX_TOP_K);
+        Sampler { temperature, top_k, top_p, rng: ChaCha20Rng::seed_from_u64(seed), cand: Vec::with_capacity(MAX_TOP_K + 1) }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.is_greedy() || self.top_k == 1 {
+            return argmax(logits);
+        }
+        self.top_k_candidates(logits);
+        // temperature, then softmax over the k survivors (sorted descending)
+        let inv_t = 1.0 / self.temperature;
+        let max = self.cand[0].1 * inv_t;
+        let mut sum = 0.0f64;
+        for c in self.cand.iter_mut() {
+            let p = ((c.1 * inv_t - max) as f64).exp();
+            c.1 = p as f32;
+            sum += p;
+        }
+        // top-p: the smallest prefix whose probability mass reaches top_p (at least one token)
+        let mut keep = self.cand.len();
+        if self.top_p < 1.0 {
+            let mut cum = 0.0f64;
+            for (i, c) in self.cand.iter().enumerate() {
+                cum += c.1 as f64 / sum;
+                if cum >= self.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        let kept = &self.cand[..keep];
+        let total: f64 = kept.iter().map(|c| c.1 as f64).sum();
+        let u = uniform(&mut self.rng) * total;
+        let mut acc = 0.0f64;
+        for c in kept {
+            acc += c.1 as f64;
+            if u < acc {
+                return c.0;
+            }
+        }
+        kept[kept.len() - 1].0
+    }
+
+    /// Fills `cand` with the top_k (id, logit) pairs sorted by logit descending, lower id first on ties.
+    fn top_k_candidates(&mut self, logits: &[f32]) {
+        let k = self.top_k.min(logits.len());
+        self.cand.clear();
+        let better = |a: &(u32, f32), b: &(u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+        for (i, &v) in logits.iter().enumerate() {
+            let c = (i as u32, v);
+            if self.cand.len() == k {
+                if !better(&c, &self.cand[k - 1]) {
+                    continue;
+                }
+                self.cand.pop();
+            }
+            let at = self.cand.partition_point(|x| better(x, &c));
+            self.cand.insert(at, c);
+        }
+    }
+}
+
+/// Uniform in [0, 1) from the top 53 bits of one u64: portable and exact.
+fn uniform(rng: &mut ChaCha20Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}

@@ -1,0 +1,96 @@
+//! The engine against Hugging Face transformers (fp32) on the checked-in fixtures
+//! (test/fixtures/make_fixtures.py): tokenizer ids, last-token logits, 20 greedy tokens, text.
+use std::path::PathBuf;
+
+use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
+
+/// f32 arithmetic in a different order than torch's: per-logit error bound |ours − HF| ≤ ATOL + RTOL·|HF|.
+const LOGIT_ATOL: f32 = 1e-4;
+const LOGIT_RTOL: f32 = 1e-4;
+const FIXTURES: [&str; 3] = ["tiny_gqa", "tiny_tied_llama3", "tiny_mha_sharded"];
+
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("VIVA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
+}
+
+struct Expected {
+    prompt: String,
+    input_ids: Vec<u32>,
+    last_logits: Vec<f32>,
+    greedy_tokens: Vec<u32>,
+    greedy_text: String,
+}
+
+fn expected(name: &str) -> Expected {
+    let path = fixtures_dir().join(name).join("expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {} missing: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("expected.json parses");
+    let ids = |k: &str| v[k].as_array().expect(k).iter().map(|x| x.as_u64().expect(k) as u32).collect::<Vec<_>>();
+    Expected {
+        prompt: v["prompt"].as_str().expect("prompt").to_string(),
+        input_ids: ids("input_ids"),
+        last_logits: v["last_logits"].as_array().expect("logits").iter().map(|x| x.as_f64().expect("f") as f32).collect(),
+        greedy_tokens: ids("greedy_tokens"),
+        greedy_text: v["greedy_text"].as_str().expect("greedy_text").to_string(),
+    }
+}
+
+fn load(name: &str) -> Llm {
+    Llm::load(&fixtures_dir().join(name), &LoadOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions { max_new_tokens: n, stop_on_eos: false, ..GenerateOptions::default() }
+}
+
+#[test]
+fn tokenizer_matches_hf_ids() {
+    for name in FIXTURES {
+        let (llm, exp) = (load(name), expected(name));
+        assert_eq!(llm.tokenizer.encode(&exp.prompt, true).unwrap(), exp.input_ids, "{name}");
+    }
+}
+
+#[test]
+fn last_logits_match_hf_within_tolerance() {
+    for name in FIXTURES {
+        let (llm, exp) = (load(name), expected(name));
+        let ours = llm.last_logits(&exp.input_ids).unwrap();
+        assert_eq!(ours.len(), exp.last_logits.len());
+        let mut worst = 0.0f32;
+        for (i, (a, b)) in ours.iter().zip(&exp.last_logits).enumerate() {
+            let err = (a - b).abs();
+            worst = worst.max(err);
+            assert!(err <= LOGIT_ATOL + LOGIT_RTOL * b.abs(), "{name} logit {i}: ours {a} HF {b}");
+        }
+        eprintln!("{name}: max |logit error| = {worst:e}");
+    }
+}
+
+#[test]
+fn greedy_tokens_and_text_match_hf_exactly() {
+    for name in FIXTURES {
+        let (llm, exp) = (load(name), expected(name));
+        let by_ids = llm.generate_ids(&exp.input_ids, &greedy(20)).unwrap();
+        assert_eq!(by_ids.tokens, exp.greedy_tokens, "{name}");
+        let by_text = llm.generate(&exp.prompt, &greedy(20)).unwrap();
+        assert_eq!(by_text.tokens, exp.greedy_tokens, "{name}");
+        assert_eq!(by_text.text, exp.greedy_text, "{name}");
+        assert_eq!(by_text.total_tokens, exp.input_ids.len() + 20);
+    }
+}
+
+#[test]
+fn streamed_chunks_concatenate_to_the_text() {
+    for name in FIXTURES {
+        let (llm, exp) = (load(name), expected(name));
+        let mut streamed = String::new();
+        let r = llm.generate_with(&exp.input_ids, &greedy(20), |s| {
+            streamed.push_str(s);
+            Ok(())
+        });
+        assert_eq!(streamed, r.unwrap().text, "{name}");
+    }
+}
