@@ -2,6 +2,7 @@
 //! Correct first: a later issue replaces the matvec with SIMD/prepacked kernels; the plain
 //! `_ref` twins stay as the reference they are tested against.
 use std::f64::consts::PI;
+use std::sync::OnceLock;
 
 use half::f16;
 use rayon::prelude::*;
@@ -11,6 +12,9 @@ use crate::tensor::{DType, TensorView};
 
 /// Output rows per rayon task: big enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
+/// Below this many multiply-adds a matvec or attention runs on the calling thread: waking the
+/// pool costs more than the work.
+const PARALLEL_MIN_WORK: usize = 1 << 17;
 
 /// HF LlamaRMSNorm: `x * rsqrt(mean(x²) + eps) * weight`, all in f32.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
@@ -26,13 +30,39 @@ fn bf16_bits_to_f32(lo: u8, hi: u8) -> f32 {
     f32::from_bits((u16::from_le_bytes([lo, hi]) as u32) << 16)
 }
 
+/// f16 bits → f32 for all 65536 codes: without F16C at compile time `half` converts in software,
+/// ~10× slower than this lookup.
+fn f16_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())
+}
+
+/// Dot product of a row of `size`-byte elements (decoded by `conv`) with `x`, in 8 independent
+/// lanes so the compiler can vectorise it (one running sum would serialise every add).
+#[inline(always)]
+fn dot_lanes(row: &[u8], x: &[f32], size: usize, conv: impl Fn(&[u8]) -> f32) -> f32 {
+    const L: usize = 8;
+    let mut acc = [0f32; L];
+    let (mut xc, mut rc) = (x.chunks_exact(L), row.chunks_exact(L * size));
+    for (xs, rs) in (&mut xc).zip(&mut rc) {
+        for l in 0..L {
+            acc[l] += conv(&rs[l * size..(l + 1) * size]) * xs[l];
+        }
+    }
+    let tail: f32 = xc.remainder().iter().zip(rc.remainder().chunks_exact(size)).map(|(v, b)| conv(b) * v).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// One row of a [out, in] weight (raw little-endian bytes) dotted with `x` (in).
 #[inline]
 fn dot_row(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
     match dtype {
-        DType::BF16 => row.chunks_exact(2).zip(x).map(|(b, &v)| bf16_bits_to_f32(b[0], b[1]) * v).sum(),
-        DType::F16 => row.chunks_exact(2).zip(x).map(|(b, &v)| f16::from_le_bytes([b[0], b[1]]).to_f32() * v).sum(),
-        DType::F32 => row.chunks_exact(4).zip(x).map(|(b, &v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v).sum(),
+        DType::BF16 => dot_lanes(row, x, 2, |b| bf16_bits_to_f32(b[0], b[1])),
+        DType::F16 => {
+            let t = f16_table();
+            dot_lanes(row, x, 2, |b| t[u16::from_le_bytes([b[0], b[1]]) as usize])
+        }
+        DType::F32 => dot_lanes(row, x, 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
     }
 }
 
@@ -42,13 +72,18 @@ pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
     let row_bytes = x.len() * w.dtype.size();
     let bytes = w.bytes();
     let dtype = w.dtype;
-    out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(chunk, outs)| {
+    let rows = |(chunk, outs): (usize, &mut [f32])| {
         let first = chunk * ROWS_PER_TASK;
         for (i, o) in outs.iter_mut().enumerate() {
             let r = first + i;
             *o = dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x);
         }
-    });
+    };
+    if out.len() * x.len() < PARALLEL_MIN_WORK {
+        out.chunks_mut(ROWS_PER_TASK).enumerate().for_each(rows);
+    } else {
+        out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(rows);
+    }
 }
 
 /// Reference twin of [`matvec`]: one thread, element by element through `get_f32`.
@@ -144,7 +179,7 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
     let kv_dim = s.n_kv_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).zip(scores.par_chunks_mut(s.max_seq)).enumerate().for_each(|(h, (o, sc))| {
+    let head = |(h, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
         let kvh = h / group;
         let qh = &q[h * hd..(h + 1) * hd];
         let sc = &mut sc[..=pos];
@@ -160,7 +195,12 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
                 *oi += p * vi;
             }
         }
-    });
+    };
+    if s.n_heads * (pos + 1) * hd < PARALLEL_MIN_WORK {
+        out.chunks_mut(hd).zip(scores.chunks_mut(s.max_seq)).enumerate().for_each(head);
+    } else {
+        out.par_chunks_mut(hd).zip(scores.par_chunks_mut(s.max_seq)).enumerate().for_each(head);
+    }
 }
 
 #[cfg(test)]
