@@ -23,7 +23,8 @@ run_eunit() {
   local out="$ROOT/_build/eunit"
   rm -rf "$out"
   build_erlang "$out"
-  erlc -Wall -o "$out" "$ROOT"/test/viva_tensor_test_*.erl "$ROOT"/test/*_tests.erl
+  erlc -Wall -o "$out" "$ROOT/test/viva_tensor_test_json.erl" \
+    "$ROOT/test/viva_tensor_test_support.erl" "$ROOT"/test/*_tests.erl
   local mods
   mods="$(cd "$ROOT/test" && ls *_tests.erl | sed 's/\.erl$//' | paste -sd, -)"
   erl -noshell +fnu -pa "$out" -eval "
