@@ -1,0 +1,139 @@
+//// Local LLM inference for Gleam: load a Llama-family Hugging Face checkpoint and generate
+//// text, with greedy output identical to Hugging Face transformers.
+////
+//// ```gleam
+//// import viva_tensor.{GenerateOpts, TopK}
+////
+//// let assert Ok(model) = viva_tensor.load_model("test/fixtures/tiny_gqa")
+//// let opts = GenerateOpts(..viva_tensor.default_generate_opts(), max_new_tokens: 20)
+//// let assert Ok(result) = viva_tensor.generate(model, "Once upon a time", opts)
+//// result.text
+//// ```
+////
+//// A `Model` is reusable across prompts and safe to share between processes: every call to
+//// `generate` has its own KV cache.
+
+/// A loaded model (a NIF resource); values come only from `load_model`.
+pub type Model
+
+/// Which compute device to load on. `Auto` picks CUDA when a usable GPU is found, else the CPU.
+pub type Device {
+  Auto
+  Cpu
+  Cuda
+}
+
+/// How many transformer blocks to load.
+pub type NumLayers {
+  AllLayers
+  /// Only the first N blocks (N ≥ 1).
+  Layers(Int)
+}
+
+/// Where the tokenizer comes from.
+pub type TokenizerSource {
+  /// `<stem>_tokenizer.json` beside a weights file, else `tokenizer.json` in its folder.
+  AutoTokenizer
+  TokenizerFile(String)
+}
+
+pub type LoadOpts {
+  LoadOpts(
+    num_layers: NumLayers,
+    tokenizer_path: TokenizerSource,
+    device: Device,
+  )
+}
+
+/// Candidates kept before top-p: `TopKInfinity` keeps up to 256.
+pub type TopK {
+  TopK(Int)
+  TopKInfinity
+}
+
+pub type GenerateOpts {
+  GenerateOpts(
+    max_new_tokens: Int,
+    temperature: Float,
+    top_k: TopK,
+    top_p: Float,
+    seed: Int,
+    stop_on_eos: Bool,
+  )
+}
+
+pub type GenerateResult {
+  GenerateResult(
+    text: String,
+    tokens: List(Int),
+    ms_per_token: Float,
+    total_tokens: Int,
+  )
+}
+
+/// Mirrors the Reason terms of `viva_tensor_llm` one to one.
+pub type Error {
+  FileNotFound(path: String)
+  BadFormat(file: String, detail: String)
+  MissingTensor(name: String)
+  ShapeMismatch(name: String, expected: List(Int), got: List(Int))
+  UnsupportedDtype(name: String, dtype: String)
+  InvalidOption(key: String, value: String)
+  ContextOverflow(needed: Int, max: Int)
+  InvalidUtf8
+  EmptyPrompt
+  TokenOutOfRange(id: Int, vocab: Int)
+  NoTokenizer(path: String)
+  IoError(path: String, detail: String)
+  CudaUnavailable
+  OutOfMemory
+  Cancelled
+  Internal(message: String)
+}
+
+/// Greedy decoding of up to 50 tokens, stopping at an EOS token.
+pub fn default_generate_opts() -> GenerateOpts {
+  GenerateOpts(
+    max_new_tokens: 50,
+    temperature: 0.0,
+    top_k: TopKInfinity,
+    top_p: 1.0,
+    seed: 42,
+    stop_on_eos: True,
+  )
+}
+
+pub fn default_load_opts() -> LoadOpts {
+  LoadOpts(num_layers: AllLayers, tokenizer_path: AutoTokenizer, device: Auto)
+}
+
+/// Loads a checkpoint folder, `.safetensors` file or `model.safetensors.index.json`.
+pub fn load_model(path: String) -> Result(Model, Error) {
+  ffi_load_model(path)
+}
+
+pub fn load_model_with(path: String, opts: LoadOpts) -> Result(Model, Error) {
+  ffi_load_model_with(path, opts)
+}
+
+/// Generates a continuation of `prompt`; `tokens` holds the generated ids only.
+pub fn generate(
+  model model: Model,
+  prompt prompt: String,
+  opts opts: GenerateOpts,
+) -> Result(GenerateResult, Error) {
+  ffi_generate(model, prompt, opts)
+}
+
+@external(erlang, "viva_tensor_ffi", "load_model")
+fn ffi_load_model(path: String) -> Result(Model, Error)
+
+@external(erlang, "viva_tensor_ffi", "load_model_with")
+fn ffi_load_model_with(path: String, opts: LoadOpts) -> Result(Model, Error)
+
+@external(erlang, "viva_tensor_ffi", "generate")
+fn ffi_generate(
+  model: Model,
+  prompt: String,
+  opts: GenerateOpts,
+) -> Result(GenerateResult, Error)

@@ -1,0 +1,56 @@
+%% @doc Term conversion between the Gleam API (viva_tensor.gleam) and viva_tensor_llm.
+%% Gleam records are tagged tuples whose tag is the snake_case constructor name, and
+%% field-less constructors are bare atoms; the Reason terms of viva_tensor_llm already have
+%% that shape except where a value must become a String.
+-module(viva_tensor_ffi).
+-export([load_model/1, load_model_with/2, generate/3]).
+
+load_model(Path) ->
+    reason(viva_tensor_llm:load(Path)).
+
+%% {load_opts, NumLayers, TokenizerPath, Device}
+load_model_with(Path, {load_opts, NumLayers, TokenizerPath, Device}) ->
+    Opts = #{num_layers => case NumLayers of all_layers -> all; {layers, N} -> N end,
+             tokenizer_path => case TokenizerPath of auto_tokenizer -> auto; {tokenizer_file, P} -> P end,
+             device => Device},
+    reason(viva_tensor_llm:load(Path, Opts)).
+
+%% {generate_opts, MaxNewTokens, Temperature, TopK, TopP, Seed, StopOnEos}
+generate(Model, Prompt, {generate_opts, MaxNew, Temperature, TopK, TopP, Seed, StopOnEos}) ->
+    Opts = #{max_new_tokens => MaxNew, temperature => Temperature,
+             top_k => case TopK of top_k_infinity -> infinity; {top_k, K} -> K end,
+             top_p => TopP, seed => Seed, stop_on_eos => StopOnEos},
+    case viva_tensor_llm:generate(Model, Prompt, Opts) of
+        {ok, #{text := Text, tokens := Tokens, ms_per_token := Ms, total_tokens := Total}} ->
+            {ok, {generate_result, Text, Tokens, float(Ms), Total}};
+        Other ->
+            reason(Other)
+    end.
+
+reason({ok, _} = Ok) -> Ok;
+reason({error, {invalid_option, Key, Value}}) ->
+    {error, {invalid_option, text(Key), text(Value)}};
+reason({error, R}) when R =:= invalid_utf8; R =:= empty_prompt; R =:= cuda_unavailable;
+                        R =:= out_of_memory; R =:= cancelled ->
+    {error, R};
+reason({error, {Tag, _} = R}) when Tag =:= file_not_found; Tag =:= missing_tensor;
+                                   Tag =:= no_tokenizer; Tag =:= internal ->
+    {error, setelement(2, R, text(element(2, R)))};
+reason({error, {Tag, A, B}}) when Tag =:= bad_format; Tag =:= unsupported_dtype; Tag =:= io_error ->
+    {error, {Tag, text(A), text(B)}};
+reason({error, {shape_mismatch, Name, Expected, Got}}) ->
+    {error, {shape_mismatch, text(Name), Expected, Got}};
+reason({error, {Tag, _, _} = R}) when Tag =:= context_overflow; Tag =:= token_out_of_range ->
+    {error, R};
+reason({error, Other}) ->
+    {error, {internal, text(Other)}}.
+
+%% Any term as a Gleam String (UTF-8 binary).
+text(B) when is_binary(B) -> B;
+text(A) when is_atom(A) -> atom_to_binary(A, utf8);
+text(L) when is_list(L) ->
+    case unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> iolist_to_binary(io_lib:format("~p", [L]))
+    end;
+text(T) -> iolist_to_binary(io_lib:format("~p", [T])).
