@@ -37,11 +37,29 @@ pub type TokenizerSource {
   TokenizerFile(String)
 }
 
+/// How the linear weights are held.
+pub type Weights {
+  /// FP8 E4M3 weight-only with blocked scales (the default): half of bf16's bytes.
+  Fp8
+  Bf16
+  /// The checkpoint's own dtype, memory-mapped: greedy output equals HF transformers.
+  Native
+}
+
+/// FP8 scale grouping along K.
+pub type BlockSize {
+  /// 16 (the default), 32, 64 or 128.
+  Block(Int)
+  PerChannel
+}
+
 pub type LoadOpts {
   LoadOpts(
     num_layers: NumLayers,
     tokenizer_path: TokenizerSource,
     device: Device,
+    weights: Weights,
+    block_size: BlockSize,
   )
 }
 
@@ -104,7 +122,13 @@ pub fn default_generate_opts() -> GenerateOpts {
 }
 
 pub fn default_load_opts() -> LoadOpts {
-  LoadOpts(num_layers: AllLayers, tokenizer_path: AutoTokenizer, device: Auto)
+  LoadOpts(
+    num_layers: AllLayers,
+    tokenizer_path: AutoTokenizer,
+    device: Auto,
+    weights: Fp8,
+    block_size: Block(16),
+  )
 }
 
 /// Loads a checkpoint folder, `.safetensors` file or `model.safetensors.index.json`.

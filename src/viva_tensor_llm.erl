@@ -27,7 +27,9 @@
 
 -type load_opts() :: #{num_layers => pos_integer() | all,
                        tokenizer_path => file:filename_all() | auto,
-                       device => auto | cpu | cuda}.
+                       device => auto | cpu | cuda,
+                       weights => fp8 | bf16 | native,
+                       block_size => 16 | 32 | 64 | 128 | per_channel}.
 
 -type generate_opts() :: #{max_new_tokens => non_neg_integer(),
                            temperature => number(),
@@ -84,7 +86,13 @@ load_options() ->
         "beside a weights file, then tokenizer.json in the checkpoint folder.">>},
      {device, auto, fun v_device/1,
       <<"`auto`, `cpu` or `cuda`. `auto` runs on the CPU today; `cuda` gives "
-        "`{error, cuda_unavailable}` until the GPU backend lands.">>}].
+        "`{error, cuda_unavailable}` until the GPU backend lands.">>},
+     {weights, fp8, fun v_weights/1,
+      <<"Weight format: `fp8` (E4M3 weight-only with blocked scales, half of bf16's bytes), "
+        "`bf16`, or `native` (the checkpoint's own dtype, memory-mapped; the path whose greedy "
+        "output equals Hugging Face transformers).">>},
+     {block_size, 16, fun v_block_size/1,
+      <<"FP8 scale block along K: 16, 32, 64, 128, or `per_channel` (ignored unless weights is fp8).">>}].
 
 %% @doc The generate options: `{Name, Default, Validator, Doc}'.
 -spec generate_options() -> [option_spec()].
@@ -224,6 +232,13 @@ v_path(_) -> error.
 
 v_device(D) when D =:= auto; D =:= cpu; D =:= cuda -> {ok, D};
 v_device(_) -> error.
+
+v_weights(W) when W =:= fp8; W =:= bf16; W =:= native -> {ok, W};
+v_weights(_) -> error.
+
+v_block_size(per_channel) -> {ok, per_channel};
+v_block_size(B) when B =:= 16; B =:= 32; B =:= 64; B =:= 128 -> {ok, B};
+v_block_size(_) -> error.
 
 v_max_new_tokens(N) when is_integer(N), N >= 0, N =< ?MAX_U64 -> {ok, N};
 v_max_new_tokens(_) -> error.

@@ -17,7 +17,7 @@ api_test_() ->
 setup() ->
     Models = maps:from_list(
                [begin
-                    {ok, M} = viva_tensor_llm:load(?S:fixture(Name)),
+                    {ok, M} = load(?S:fixture(Name)),
                     {Name, M}
                 end || Name <- ?S:fixture_names()]),
     Expected = maps:from_list([{Name, ?S:expected(Name)} || Name <- ?S:fixture_names()]),
@@ -38,6 +38,7 @@ tests() ->
      {"num_layers loads only the first blocks", fun load_num_layers/1},
      {"tokenizer_path overrides a missing tokenizer.json", fun load_tokenizer_path/1},
      {"device cpu works and device cuda says cuda_unavailable", fun load_device/1},
+     {"weight formats: bf16 equals HF on a bf16 checkpoint, fp8 blocks load", fun weight_formats/1},
      {"info/1 returns the config.json fields", fun info_fields/1},
      {"max_new_tokens 0 generates nothing", fun zero_new_tokens/1},
      {"seeded sampling is reproducible and the seed matters", fun seeded_sampling/1},
@@ -89,7 +90,7 @@ assert_still_works(Ctx) ->
     ok.
 
 assert_load_error(Ctx, Path, Pattern) ->
-    Result = viva_tensor_llm:load(Path),
+    Result = load(Path),
     ?assertMatch({error, _}, Result),
     {error, Reason} = Result,
     ?assert(Pattern(Reason)),
@@ -134,18 +135,18 @@ chardata_prompt(Ctx) ->
     assert_greedy(model(Ctx, "tiny_gqa"), E#{<<"prompt">> := [First, [unicode:characters_to_binary(Rest)]]}).
 
 load_single_file(Ctx) ->
-    {ok, M} = viva_tensor_llm:load(filename:join(?S:fixture("tiny_gqa"), "model.safetensors")),
+    {ok, M} = load(filename:join(?S:fixture("tiny_gqa"), "model.safetensors")),
     assert_greedy(M, expected(Ctx, "tiny_gqa")).
 
 load_index(Ctx) ->
     Index = filename:join(?S:fixture("tiny_mha_sharded"), "model.safetensors.index.json"),
-    {ok, M} = viva_tensor_llm:load(list_to_binary(Index)),
+    {ok, M} = load(list_to_binary(Index)),
     assert_greedy(M, expected(Ctx, "tiny_mha_sharded")).
 
 load_string_and_binary_path(Ctx) ->
     Dir = ?S:fixture("tiny_tied_llama3"),
-    {ok, A} = viva_tensor_llm:load(Dir, #{}),
-    {ok, B} = viva_tensor_llm:load(unicode:characters_to_binary(Dir), #{device => auto}),
+    {ok, A} = load(Dir, #{}),
+    {ok, B} = load(unicode:characters_to_binary(Dir), #{device => auto}),
     E = expected(Ctx, "tiny_tied_llama3"),
     assert_greedy(A, E),
     assert_greedy(B, E).
@@ -153,7 +154,7 @@ load_string_and_binary_path(Ctx) ->
 load_num_layers(Ctx) ->
     {ok, Full} = viva_tensor_llm:info(model(Ctx, "tiny_gqa")),
     ?assert(maps:get(num_hidden_layers, Full) >= 2),
-    {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{num_layers => 1}),
+    {ok, M} = load(?S:fixture("tiny_gqa"), #{num_layers => 1}),
     {ok, Info} = viva_tensor_llm:info(M),
     ?assertEqual(1, maps:get(num_hidden_layers, Info)),
     #{<<"prompt">> := P} = expected(Ctx, "tiny_gqa"),
@@ -163,15 +164,15 @@ load_num_layers(Ctx) ->
 load_tokenizer_path(Ctx) ->
     Dir = ?S:break(no_tokenizer, maps:get(tmp, Ctx)),
     Tok = filename:join(?S:fixture("tiny_gqa"), "tokenizer.json"),
-    {ok, M} = viva_tensor_llm:load(Dir, #{tokenizer_path => Tok}),
+    {ok, M} = load(Dir, #{tokenizer_path => Tok}),
     assert_greedy(M, expected(Ctx, "tiny_gqa")),
-    {ok, M2} = viva_tensor_llm:load(Dir, #{tokenizer_path => list_to_binary(Tok)}),
+    {ok, M2} = load(Dir, #{tokenizer_path => list_to_binary(Tok)}),
     assert_greedy(M2, expected(Ctx, "tiny_gqa")).
 
 load_device(Ctx) ->
-    {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{device => cpu}),
+    {ok, M} = load(?S:fixture("tiny_gqa"), #{device => cpu}),
     assert_greedy(M, expected(Ctx, "tiny_gqa")),
-    ?assertEqual({error, cuda_unavailable}, viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{device => cuda})),
+    ?assertEqual({error, cuda_unavailable}, load(?S:fixture("tiny_gqa"), #{device => cuda})),
     assert_still_works(Ctx).
 
 info_fields(Ctx) ->
@@ -323,16 +324,32 @@ bad_generate_options(Ctx) ->
     [?assertMatch({ok, _}, viva_tensor_llm:generate(M, <<"hi">>, O#{max_new_tokens => 2})) || O <- Ok],
     assert_still_works(Ctx).
 
+weight_formats(_Ctx) ->
+    Exp = ?S:expected("tiny_gqa"),
+    Want = maps:get(<<"greedy_tokens">>, Exp),
+    Prompt = maps:get(<<"prompt">>, Exp),
+    Greedy = #{max_new_tokens => 20, stop_on_eos => false},
+    {ok, Bf16} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{weights => bf16}),
+    ?assertMatch({ok, #{tokens := Want}}, viva_tensor_llm:generate(Bf16, Prompt, Greedy)),
+    First = hd(Want),
+    [begin
+         {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), O),
+         ?assertMatch({ok, #{tokens := [First]}}, viva_tensor_llm:generate(M, Prompt, Greedy#{max_new_tokens => 1}))
+     end || O <- [#{}, #{weights => fp8}, #{block_size => 32}, #{weights => fp8, block_size => 128},
+                  #{block_size => per_channel, weights => fp8}]].
+
 bad_load_options(Ctx) ->
     Dir = ?S:fixture("tiny_gqa"),
     Bad = [{num_layers, [0, -2, 1.5, "1", many]},
            {tokenizer_path, [42, <<>>, "", [foo], true]},
-           {device, [gpu, "cpu", <<"cpu">>, 0]}],
-    [?assertEqual({error, {invalid_option, K, V}}, viva_tensor_llm:load(Dir, #{K => V}))
+           {device, [gpu, "cpu", <<"cpu">>, 0]},
+           {weights, [fp16, "fp8", int8, 8]},
+           {block_size, [0, 8, 48, 256, "16", per_row]}],
+    [?assertEqual({error, {invalid_option, K, V}}, load(Dir, #{K => V}))
      || {K, Vs} <- Bad, V <- Vs],
-    ?assertEqual({error, {invalid_option, bogus, 1}}, viva_tensor_llm:load(Dir, #{bogus => 1})),
-    ?assertEqual({error, {invalid_option, opts, [{device, cpu}]}}, viva_tensor_llm:load(Dir, [{device, cpu}])),
-    [?assertEqual({error, {invalid_option, path, P}}, viva_tensor_llm:load(P)) || P <- [42, <<>>, "", auto, [foo]]],
+    ?assertEqual({error, {invalid_option, bogus, 1}}, load(Dir, #{bogus => 1})),
+    ?assertEqual({error, {invalid_option, opts, [{device, cpu}]}}, load(Dir, [{device, cpu}])),
+    [?assertEqual({error, {invalid_option, path, P}}, load(P)) || P <- [42, <<>>, "", auto, [foo]]],
     assert_still_works(Ctx).
 
 nif_defensive(Ctx) ->
@@ -388,3 +405,8 @@ empty_prompt(Ctx) ->
         Other -> ?assertEqual({error, empty_prompt}, Other)
     end,
     assert_still_works(Ctx).
+
+%% The HF-parity path: weights in the checkpoint's own dtype (the default is fp8).
+load(Path) -> load(Path, #{}).
+load(Path, Opts) when is_map(Opts) -> viva_tensor_llm:load(Path, maps:merge(#{weights => native}, Opts));
+load(Path, Opts) -> viva_tensor_llm:load(Path, Opts).

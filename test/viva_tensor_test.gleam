@@ -2,7 +2,7 @@
 
 import viva_tensor.{
   type Error, type GenerateResult, type Model, ContextOverflow, FileNotFound,
-  GenerateOpts, InvalidOption, InvalidUtf8, Layers, LoadOpts, TopK,
+  GenerateOpts, InvalidOption, InvalidUtf8, Layers, LoadOpts, Native, TopK,
 }
 
 pub fn main() -> Nil {
@@ -14,6 +14,7 @@ pub fn main() -> Nil {
     #("an invalid UTF-8 prompt is InvalidUtf8", invalid_utf8_prompt),
     #("seeded sampling is reproducible", seeded_sampling),
     #("load options reach the engine", load_opts),
+    #("fp8 (the default) follows HF on the first token", fp8_default),
   ])
 }
 
@@ -98,7 +99,12 @@ fn seeded_sampling() -> Result(Nil, String) {
 }
 
 fn load_opts() -> Result(Nil, String) {
-  let opts = LoadOpts(..viva_tensor.default_load_opts(), num_layers: Layers(1))
+  let opts =
+    LoadOpts(
+      ..viva_tensor.default_load_opts(),
+      num_layers: Layers(1),
+      weights: Native,
+    )
   case viva_tensor.load_model_with(fixture("tiny_gqa"), opts) {
     Ok(model) -> {
       use r <- try(gen(model, expected_prompt("tiny_gqa"), greedy_opts(20)))
@@ -113,8 +119,10 @@ fn load_opts() -> Result(Nil, String) {
 
 // helpers
 
+/// The HF-parity path: weights in the checkpoint's own dtype.
 fn load(name: String) -> Result(Model, String) {
-  case viva_tensor.load_model(fixture(name)) {
+  let opts = LoadOpts(..viva_tensor.default_load_opts(), weights: Native)
+  case viva_tensor.load_model_with(fixture(name), opts) {
     Ok(m) -> Ok(m)
     Error(_) -> Error("cannot load " <> name)
   }
@@ -162,3 +170,23 @@ fn expected_prompt(name: String) -> String
 
 @external(erlang, "viva_tensor_gleam_test_ffi", "invalid_utf8")
 fn invalid_utf8() -> String
+
+fn fp8_default() -> Result(Nil, String) {
+  case viva_tensor.load_model(fixture("tiny_gqa")) {
+    Ok(model) -> {
+      use r <- try(gen(model, expected_prompt("tiny_gqa"), greedy_opts(1)))
+      case r.tokens == first(expected_greedy("tiny_gqa")) {
+        True -> Ok(Nil)
+        False -> Error("fp8 first token differs from HF")
+      }
+    }
+    Error(_) -> Error("load_model failed")
+  }
+}
+
+fn first(items: List(Int)) -> List(Int) {
+  case items {
+    [x, ..] -> [x]
+    [] -> []
+  }
+}

@@ -9,7 +9,7 @@ defmodule VivaTest do
   @greedy [max_new_tokens: 20, stop_on_eos: false]
 
   setup_all do
-    models = Map.new(@fixtures, fn name -> {name, Viva.load_model!(fixture(name))} end)
+    models = Map.new(@fixtures, fn name -> {name, Viva.load_model!(fixture(name), weights: :native)} end)
     expected = Map.new(@fixtures, fn name -> {name, Support.expected(String.to_charlist(name))} end)
     tmp = Support.tmp_dir()
     on_exit(fn -> Support.rm_rf(tmp) end)
@@ -55,7 +55,7 @@ defmodule VivaTest do
     end
 
     test "load_model with options and a single-file path", ctx do
-      model = Viva.load_model!(Path.join(fixture("tiny_gqa"), "model.safetensors"), device: :cpu)
+      model = Viva.load_model!(Path.join(fixture("tiny_gqa"), "model.safetensors"), device: :cpu, weights: :native)
       assert_greedy(model, ctx.expected["tiny_gqa"])
       assert {:ok, %{num_hidden_layers: 1}} =
                fixture("tiny_gqa") |> Viva.load_model!(num_layers: 1) |> Viva.model_info()

@@ -13,5 +13,6 @@ pub mod sampling;
 pub mod session;
 pub mod tensor;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};

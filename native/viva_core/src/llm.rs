@@ -9,6 +9,7 @@ use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
 use crate::session::Session;
 use crate::tokenizer::Tokenizer;
+use crate::weights::WeightFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -25,6 +26,8 @@ pub struct LoadOptions {
     pub num_layers: Option<usize>,
     pub tokenizer_path: Option<PathBuf>,
     pub device: Device,
+    /// fp8 block 16 by default; `Native` keeps the checkpoint's dtype (the HF-parity path).
+    pub weights: WeightFormat,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +107,7 @@ impl Llm {
                 got: vec![tokenizer.vocab_size()],
             });
         }
-        let model = Model::new(&ckpt, config.clone())?;
+        let model = Model::new(&ckpt, config.clone(), opts.weights)?;
         Ok(Llm { config, model, tokenizer })
     }
 

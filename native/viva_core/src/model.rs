@@ -1,44 +1,41 @@
 //! Llama weights and the forward pass of one token on the CPU backend.
-//! Weights stay zero-copy views of the memory-mapped checkpoint (HF layout [out, in]).
+//! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
-use crate::tensor::TensorView;
+use crate::weights::{Embedding, Linear, WeightFormat};
 
 pub struct Layer {
     attn_norm: Vec<f32>, // (hidden)
-    wq: TensorView,      // (q_dim, hidden)
-    wk: TensorView,      // (kv_dim, hidden)
-    wv: TensorView,      // (kv_dim, hidden)
-    wo: TensorView,      // (hidden, q_dim)
+    qkv: Linear,         // (q_dim + 2·kv_dim, hidden): q_proj, k_proj, v_proj stacked
+    wo: Linear,          // (hidden, q_dim)
     mlp_norm: Vec<f32>,  // (hidden)
-    w_gate: TensorView,  // (intermediate, hidden)
-    w_up: TensorView,    // (intermediate, hidden)
-    w_down: TensorView,  // (hidden, intermediate)
+    gate_up: Linear,     // (2·intermediate, hidden): gate_proj rows, then up_proj rows
+    down: Linear,        // (hidden, intermediate)
 }
 
 pub struct Model {
     pub config: ModelConfig,
-    embed: TensorView, // (vocab, hidden)
+    pub format: WeightFormat,
+    embed: Embedding,   // (vocab, hidden)
     layers: Vec<Layer>,
-    norm: Vec<f32>,      // (hidden)
-    lm_head: TensorView, // (vocab, hidden); embed_tokens when tied
-    inv_freq: Vec<f32>,  // (head_dim / 2) RoPE inverse frequencies, scaling applied
+    norm: Vec<f32>,     // (hidden)
+    lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
+    inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
 }
 
 /// Every buffer one forward step needs, allocated once per generation.
 pub struct Scratch {
-    x: Vec<f32>,        // (hidden) residual stream
-    xb: Vec<f32>,       // (hidden) normed input / block output
-    q: Vec<f32>,        // (q_dim)
-    attn: Vec<f32>,     // (q_dim) attention output
-    scores: Vec<f32>,   // (n_heads, max_seq)
-    gate: Vec<f32>,     // (intermediate)
-    up: Vec<f32>,       // (intermediate)
-    cos: Vec<f32>,      // (head_dim / 2)
-    sin: Vec<f32>,      // (head_dim / 2)
+    x: Vec<f32>,          // (hidden) residual stream
+    xb: Vec<f32>,         // (hidden) normed input / block output
+    qkv: Vec<f32>,        // (q_dim + 2·kv_dim)
+    attn: Vec<f32>,       // (q_dim) attention output
+    scores: Vec<f32>,     // (n_heads, max_seq)
+    gate_up: Vec<f32>,    // (2·intermediate)
+    cos: Vec<f32>,        // (head_dim / 2)
+    sin: Vec<f32>,        // (head_dim / 2)
     pub logits: Vec<f32>, // (vocab)
 }
 
@@ -48,11 +45,10 @@ impl Scratch {
         Scratch {
             x: vec![0.0; cfg.hidden_size],
             xb: vec![0.0; cfg.hidden_size],
-            q: vec![0.0; cfg.q_dim()],
+            qkv: vec![0.0; cfg.q_dim() + 2 * cfg.kv_dim()],
             attn: vec![0.0; cfg.q_dim()],
             scores: vec![0.0; cfg.num_attention_heads * max_seq],
-            gate: vec![0.0; cfg.intermediate_size],
-            up: vec![0.0; cfg.intermediate_size],
+            gate_up: vec![0.0; 2 * cfg.intermediate_size],
             cos: vec![0.0; half],
             sin: vec![0.0; half],
             logits: vec![0.0; cfg.vocab_size],
@@ -67,41 +63,53 @@ fn norm_weight(ckpt: &Checkpoint, name: &str, n: usize) -> Result<Vec<f32>> {
 impl Model {
     /// Binds every tensor the config implies, checking its shape. `config.num_hidden_layers`
     /// may be lower than the checkpoint's (the `num_layers` load option): only those blocks load.
-    pub fn new(ckpt: &Checkpoint, config: ModelConfig) -> Result<Self> {
+    pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat) -> Result<Self> {
         let (h, q, kv, inter, vocab) =
             (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
-        let embed = ckpt.get_shaped("model.embed_tokens.weight", &[vocab, h])?.clone();
+        let embed_t = ckpt.get_shaped("model.embed_tokens.weight", &[vocab, h])?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let w = |name: &str, shape: &[usize]| ckpt.get_shaped(&format!("{p}.{name}"), shape).cloned();
+            let w = |name: &str, shape: &[usize]| ckpt.get_shaped(&format!("{p}.{name}"), shape);
             layers.push(Layer {
                 attn_norm: norm_weight(ckpt, &format!("{p}.input_layernorm.weight"), h)?,
-                wq: w("self_attn.q_proj.weight", &[q, h])?,
-                wk: w("self_attn.k_proj.weight", &[kv, h])?,
-                wv: w("self_attn.v_proj.weight", &[kv, h])?,
-                wo: w("self_attn.o_proj.weight", &[h, q])?,
+                qkv: Linear::fuse(
+                    &[
+                        w("self_attn.q_proj.weight", &[q, h])?,
+                        w("self_attn.k_proj.weight", &[kv, h])?,
+                        w("self_attn.v_proj.weight", &[kv, h])?,
+                    ],
+                    format,
+                )?,
+                wo: Linear::fuse(&[w("self_attn.o_proj.weight", &[h, q])?], format)?,
                 mlp_norm: norm_weight(ckpt, &format!("{p}.post_attention_layernorm.weight"), h)?,
-                w_gate: w("mlp.gate_proj.weight", &[inter, h])?,
-                w_up: w("mlp.up_proj.weight", &[inter, h])?,
-                w_down: w("mlp.down_proj.weight", &[h, inter])?,
+                gate_up: Linear::fuse(&[w("mlp.gate_proj.weight", &[inter, h])?, w("mlp.up_proj.weight", &[inter, h])?], format)?,
+                down: Linear::fuse(&[w("mlp.down_proj.weight", &[h, inter])?], format)?,
             });
         }
         let norm = norm_weight(ckpt, "model.norm.weight", h)?;
-        let lm_head = if config.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
-            embed.clone()
+        let head_t = if config.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
+            embed_t
         } else {
-            ckpt.get_shaped("lm_head.weight", &[vocab, h])?.clone()
+            ckpt.get_shaped("lm_head.weight", &[vocab, h])?
         };
+        let lm_head = Linear::fuse(&[head_t], format)?;
+        let embed = Embedding::new(embed_t, format);
         let inv_freq = ops::rope_inv_freq(&config);
-        Ok(Model { config, embed, layers, norm, lm_head, inv_freq })
+        Ok(Model { config, format, embed, layers, norm, lm_head, inv_freq })
+    }
+
+    /// Bytes of weights one decode step reads (every linear once, plus one embedding row).
+    pub fn bytes_per_token(&self) -> usize {
+        let per_layer: usize = self.layers.iter().map(|l| l.qkv.nbytes() + l.wo.nbytes() + l.gate_up.nbytes() + l.down.nbytes()).sum();
+        per_layer + self.lm_head.nbytes()
     }
 
     /// Runs `token` at position `pos` through the network, appending its K/V to `kv`;
     /// the next-token logits land in `s.logits`.
     pub fn forward(&self, token: u32, pos: usize, kv: &mut KvCache, s: &mut Scratch) -> Result<()> {
         let c = &self.config;
-        let (h, hd) = (c.hidden_size, c.head_dim);
+        let hd = c.head_dim;
         if token as usize >= c.vocab_size {
             return Err(Error::TokenOutOfRange { id: token, vocab: c.vocab_size });
         }
@@ -112,34 +120,37 @@ impl Model {
         let shape = AttnShape { n_heads: c.num_attention_heads, n_kv_heads: c.num_key_value_heads, head_dim: hd, max_seq: kv.max_seq };
 
         // x = embed_tokens[token]
-        self.embed.read_f32_into(token as usize * h, &mut s.x);
+        self.embed.row(token as usize, &mut s.x);
         ops::rope_cos_sin(&self.inv_freq, pos, &mut s.cos, &mut s.sin);
+        let q_dim = c.q_dim();
+        let inter = c.intermediate_size;
 
         for (l, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, c.rms_norm_eps);
-            ops::matvec(&layer.wq, &s.xb, &mut s.q);
+            ops::linear(&layer.qkv, &s.xb, &mut s.qkv);
+            let (q, kv_new) = s.qkv.split_at_mut(q_dim);
             let k_row = &mut k_cache[pos * kv_dim..(pos + 1) * kv_dim];
-            ops::matvec(&layer.wk, &s.xb, k_row);
-            ops::matvec(&layer.wv, &s.xb, &mut v_cache[pos * kv_dim..(pos + 1) * kv_dim]);
-            ops::apply_rope(&mut s.q, hd, &s.cos, &s.sin);
+            k_row.copy_from_slice(&kv_new[..kv_dim]);
+            v_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&kv_new[kv_dim..]);
+            ops::apply_rope(q, hd, &s.cos, &s.sin);
             ops::apply_rope(k_row, hd, &s.cos, &s.sin);
-            ops::attention(&shape, &s.q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
-            ops::matvec(&layer.wo, &s.attn, &mut s.xb);
+            ops::attention(&shape, q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
+            ops::linear(&layer.wo, &s.attn, &mut s.xb);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
 
             // MLP block: x += down(silu(gate(n)) * up(n)), n = rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.mlp_norm, c.rms_norm_eps);
-            ops::matvec(&layer.w_gate, &s.xb, &mut s.gate);
-            ops::matvec(&layer.w_up, &s.xb, &mut s.up);
-            s.gate.iter_mut().zip(&s.up).for_each(|(g, u)| *g = ops::silu(*g) * u);
-            ops::matvec(&layer.w_down, &s.gate, &mut s.xb);
+            ops::linear(&layer.gate_up, &s.xb, &mut s.gate_up);
+            let (gate, up) = s.gate_up.split_at_mut(inter);
+            gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = ops::silu(*g) * u);
+            ops::linear(&layer.down, gate, &mut s.xb);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
         }
 
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
-        ops::matvec(&self.lm_head, &s.xb, &mut s.logits);
+        ops::linear(&self.lm_head, &s.xb, &mut s.logits);
         Ok(())
     }
 }

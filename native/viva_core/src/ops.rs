@@ -8,7 +8,9 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::config::{ModelConfig, RopeScaling};
+use crate::quant::linear::dot_fp8_row;
 use crate::tensor::{DType, TensorView};
+use crate::weights::Linear;
 
 /// Output rows per rayon task: big enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
@@ -66,24 +68,61 @@ fn dot_row(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
     }
 }
 
-/// `out = W x` for W [out.len(), x.len()] (HF layout), rows split across the rayon pool.
-pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(w.numel(), out.len() * x.len());
-    let row_bytes = x.len() * w.dtype.size();
-    let bytes = w.bytes();
-    let dtype = w.dtype;
+/// `out[r] = row_dot(r)` for every row, split across the rayon pool when `work` (multiply-adds)
+/// is large enough to pay for waking it.
+fn par_rows(out: &mut [f32], work: usize, row_dot: impl Fn(usize) -> f32 + Sync) {
     let rows = |(chunk, outs): (usize, &mut [f32])| {
-        let first = chunk * ROWS_PER_TASK;
         for (i, o) in outs.iter_mut().enumerate() {
-            let r = first + i;
-            *o = dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x);
+            *o = row_dot(chunk * ROWS_PER_TASK + i);
         }
     };
-    if out.len() * x.len() < PARALLEL_MIN_WORK {
+    if work < PARALLEL_MIN_WORK {
         out.chunks_mut(ROWS_PER_TASK).enumerate().for_each(rows);
     } else {
         out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(rows);
     }
+}
+
+/// `out = W x` for W [out.len(), x.len()] (HF layout), rows split across the rayon pool.
+pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(w.numel(), out.len() * x.len());
+    let row_bytes = x.len() * w.dtype.size();
+    let (bytes, dtype) = (w.bytes(), w.dtype);
+    par_rows(out, w.numel(), |r| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x));
+}
+
+/// `out = W x` for a linear in any weight format; fused parts come out stacked in order.
+pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
+    match w {
+        Linear::Native(parts) => {
+            let mut off = 0;
+            for p in parts {
+                let n = p.shape[0];
+                matvec(p, x, &mut out[off..off + n]);
+                off += n;
+            }
+        }
+        Linear::Bf16 { n, k, data } => {
+            let k = *k;
+            par_rows(out, n * k, |r| dot_lanes_bf16(&data[r * k..(r + 1) * k], x));
+        }
+        Linear::Fp8(p) => par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x)),
+    }
+}
+
+/// bf16 bits · x in 8 lanes (see `dot_lanes`).
+#[inline]
+fn dot_lanes_bf16(row: &[u16], x: &[f32]) -> f32 {
+    const L: usize = 8;
+    let mut acc = [0f32; L];
+    let (mut xc, mut rc) = (x.chunks_exact(L), row.chunks_exact(L));
+    for (xs, rs) in (&mut xc).zip(&mut rc) {
+        for l in 0..L {
+            acc[l] += f32::from_bits((rs[l] as u32) << 16) * xs[l];
+        }
+    }
+    let tail: f32 = xc.remainder().iter().zip(rc.remainder()).map(|(v, &b)| f32::from_bits((b as u32) << 16) * v).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Reference twin of [`matvec`]: one thread, element by element through `get_f32`.

@@ -15,13 +15,16 @@ use rustler::types::map::MapIterator;
 use rustler::{Atom, Binary, Encoder, Env, ResourceArc, Term};
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions};
+use viva_core::quant::fp8::Blocking;
+use viva_core::weights::WeightFormat;
 
 use crate::reason::{self, error_tuple, internal_error, invalid_option_error};
 use crate::resources::ModelResource;
 
 rustler::atoms! {
     // option keys and values
-    num_layers, tokenizer_path, device, all, auto, cpu, cuda,
+    num_layers, tokenizer_path, device, all, auto, cpu, cuda, weights, block_size, fp8, bf16,
+    native, per_channel,
     max_new_tokens, temperature, top_k, top_p, seed, stop_on_eos, infinity,
     // argument names used in `{invalid_option, Arg, Value}` for non-option arguments
     path, prompt, model, opts,
@@ -155,6 +158,8 @@ fn map_entries<'a>(env: Env<'a>, term: Term<'a>) -> Result<Vec<(Term<'a>, Term<'
 
 fn decode_load_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<LoadOptions, BadTerm<'a>> {
     let mut out = LoadOptions::default();
+    let mut blocking = Blocking::DEFAULT;
+    let mut fp8_weights = true;
     for (k, v) in map_entries(env, term)? {
         let bad = || BadTerm { key: k, value: v };
         let key: Atom = k.decode().map_err(|_| bad())?;
@@ -180,9 +185,30 @@ fn decode_load_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<LoadOptions, 
             } else {
                 return Err(bad());
             };
+        } else if key == weights() {
+            fp8_weights = is_atom(v, fp8());
+            out.weights = if fp8_weights {
+                WeightFormat::Fp8(blocking)
+            } else if is_atom(v, bf16()) {
+                WeightFormat::Bf16
+            } else if is_atom(v, native()) {
+                WeightFormat::Native
+            } else {
+                return Err(bad());
+            };
+        } else if key == block_size() {
+            blocking = if is_atom(v, per_channel()) {
+                Blocking::PerChannel
+            } else {
+                v.decode::<usize>().ok().and_then(|b| Blocking::new(b).ok()).ok_or_else(bad)?
+            };
         } else {
             return Err(bad());
         }
+    }
+    // block_size may come before or after weights in the map
+    if fp8_weights {
+        out.weights = WeightFormat::Fp8(blocking);
     }
     Ok(out)
 }

@@ -49,7 +49,7 @@ fn check_shapes(name: &str, x_len: usize, w: &PackedFp8, bias: Option<&[f32]>, o
 
 /// Σ_blocks scale_b · Σ_{c in b} decode(code_c) · x_c for row `r` (f32 accumulate).
 #[inline]
-fn dot_fp8_row<A: Activation>(w: &PackedFp8, r: usize, x: &[A]) -> f32 {
+pub fn dot_fp8_row<A: Activation>(w: &PackedFp8, r: usize, x: &[A]) -> f32 {
     let codes = &w.codes[r * w.row_stride..r * w.row_stride + w.k];
     let scales = &w.scales[r * w.blocks_per_row..(r + 1) * w.blocks_per_row];
     codes
