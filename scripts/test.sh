@@ -47,7 +47,7 @@ step "set-up" ensure_tools
 echo "VIVA_FIXTURES=$VIVA_FIXTURES"
 echo "VIVA_MODELS=$VIVA_MODELS"
 # One profile (release) for the Rust tests and the NIF, so dependencies build once.
-step "cargo test (release)" cargo test --workspace --release --exclude viva_tensor_nif
+step "cargo test (release)" cargo test --workspace --release
 step "NIF build" build_nif
 step "EUnit" run_eunit
 step "ExUnit (mix test)" env MIX_ENV=test mix test
