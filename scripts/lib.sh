@@ -44,5 +44,5 @@ build_nif() {
 build_erlang() {
   local out="$1"
   mkdir -p "$out"
-  erlc -Wall -o "$out" "$ROOT/src/viva_tensor_nif.erl" "$ROOT/src/viva_tensor_llm.erl"
+  erlc -Wall -o "$out" "$ROOT"/src/*.erl
 }

@@ -15,6 +15,11 @@
 -module(viva_tensor_nif).
 
 -export([model_load/2, model_generate/3, model_info/1]).
+%% Low-level resources (viva_tensor_lowlevel validates and documents them).
+-export([prepack_fp8_weight/2, prepack_fp8_weight_blocked/3, packed_info/1,
+         linear_fp8_w8a16/3, linear_fp8/3, linear_gelu_fp8/3, linear_swiglu_fp8/3,
+         embedding_table_new/4, embedding_row/2, kv_cache_new/2,
+         decode_step/4, decode_step_topk/5]).
 
 -on_load(init/0).
 
@@ -45,6 +50,32 @@ model_generate(_Model, _Prompt, _Opts) -> not_loaded().
 %% @doc The model's configuration as a map.
 -spec model_info(reference()) -> {ok, map()} | {error, term()}.
 model_info(_Model) -> not_loaded().
+
+%% Low-level resources: see viva_tensor_lowlevel.
+%% @private
+prepack_fp8_weight(_Weight, _Shape) -> not_loaded().
+%% @private
+prepack_fp8_weight_blocked(_Weight, _Shape, _Block) -> not_loaded().
+%% @private
+packed_info(_Packed) -> not_loaded().
+%% @private
+linear_fp8_w8a16(_Input, _Packed, _Bias) -> not_loaded().
+%% @private
+linear_fp8(_Input, _Packed, _Bias) -> not_loaded().
+%% @private
+linear_gelu_fp8(_Input, _Packed, _Bias) -> not_loaded().
+%% @private
+linear_swiglu_fp8(_Input, _Packed, _Bias) -> not_loaded().
+%% @private
+embedding_table_new(_Bin, _Rows, _Cols, _Dtype) -> not_loaded().
+%% @private
+embedding_row(_Table, _Id) -> not_loaded().
+%% @private
+kv_cache_new(_Model, _MaxSeq) -> not_loaded().
+%% @private
+decode_step(_Model, _Token, _KvCache, _Pos) -> not_loaded().
+%% @private
+decode_step_topk(_Model, _Token, _KvCache, _Pos, _K) -> not_loaded().
 
 not_loaded() ->
     erlang:nif_error({nif_not_loaded, persistent_term:get({?MODULE, load_error}, unknown)}).

@@ -43,6 +43,9 @@ impl Sampler {
             return argmax(logits);
         }
         self.top_k_candidates(logits);
+        if self.cand.is_empty() {
+            return argmax(logits); // every logit NaN: nothing to sample from
+        }
         // temperature, then softmax over the k survivors (sorted descending)
         let inv_t = 1.0 / self.temperature;
         let max = self.cand[0].1 * inv_t;
@@ -77,22 +80,30 @@ impl Sampler {
         kept[kept.len() - 1].0
     }
 
-    /// Fills `cand` with the top_k (id, logit) pairs sorted by logit descending, lower id first on ties.
     fn top_k_candidates(&mut self, logits: &[f32]) {
-        let k = self.top_k.min(logits.len());
-        self.cand.clear();
-        let better = |a: &(u32, f32), b: &(u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
-        for (i, &v) in logits.iter().enumerate() {
-            let c = (i as u32, v);
-            if self.cand.len() == k {
-                if !better(&c, &self.cand[k - 1]) {
-                    continue;
-                }
-                self.cand.pop();
-            }
-            let at = self.cand.partition_point(|x| better(x, &c));
-            self.cand.insert(at, c);
+        top_k_into(logits, self.top_k, &mut self.cand);
+    }
+}
+
+/// The `k` largest (id, logit) pairs into `cand`, sorted by logit descending, lower id first on
+/// ties (NaN logits never enter). One insertion pass: k ≤ 256 keeps it cheap.
+pub fn top_k_into(logits: &[f32], k: usize, cand: &mut Vec<(u32, f32)>) {
+    let k = k.min(logits.len());
+    cand.clear();
+    let better = |a: &(u32, f32), b: &(u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+    for (i, &v) in logits.iter().enumerate() {
+        if v.is_nan() {
+            continue;
         }
+        let c = (i as u32, v);
+        if cand.len() == k {
+            if !better(&c, &cand[k - 1]) {
+                continue;
+            }
+            cand.pop();
+        }
+        let at = cand.partition_point(|x| better(x, &c));
+        cand.insert(at, c);
     }
 }
 

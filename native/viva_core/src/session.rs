@@ -1,16 +1,64 @@
-//! One generation: its own KV cache, scratch, position, sampler and detokenizer state, so that
-//! any number of sessions can run on one shared model at once.
-use crate::error::Result;
+//! Decoding state. `DecodeState` is one sequence's KV cache + scratch + filled length: the
+//! piece both the high-level `Session` (one generation) and the low-level decode_step NIFs
+//! step, so the two paths run the same code and give the same tokens.
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::model::{Model, Scratch};
 use crate::sampling::Sampler;
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
-pub struct Session<'m> {
-    model: &'m Model,
+pub struct DecodeState {
+    /// The config the buffers were sized for; stepping with another model's weights is refused.
+    config: ModelConfig,
     kv: KvCache,
     scratch: Scratch,
-    pos: usize,
+    /// Positions 0..filled hold valid K/V.
+    filled: usize,
+}
+
+impl DecodeState {
+    /// Room for `max_seq` positions.
+    pub fn new(model: &Model, max_seq: usize) -> Self {
+        DecodeState {
+            config: model.config.clone(),
+            kv: KvCache::new(&model.config, max_seq),
+            scratch: Scratch::new(&model.config, max_seq),
+            filled: 0,
+        }
+    }
+
+    pub fn max_seq(&self) -> usize {
+        self.kv.max_seq
+    }
+
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Runs `id` at position `pos` (≤ filled: stepping back rewrites the cache from there) and
+    /// returns the next-token logits (vocab).
+    pub fn step_at(&mut self, model: &Model, id: u32, pos: usize) -> Result<&[f32]> {
+        if model.config != self.config {
+            return Err(Error::InvalidOption { key: "kv_cache".into(), value: "sized for another model".into() });
+        }
+        if pos > self.filled {
+            return Err(Error::InvalidOption { key: "pos".into(), value: format!("{pos} (filled up to {})", self.filled) });
+        }
+        model.forward(id, pos, &mut self.kv, &mut self.scratch)?;
+        self.filled = pos + 1;
+        Ok(&self.scratch.logits)
+    }
+
+    pub fn logits(&self) -> &[f32] {
+        &self.scratch.logits
+    }
+}
+
+/// One generation: decode state + sampler + detokenizer, on a shared model.
+pub struct Session<'m> {
+    model: &'m Model,
+    state: DecodeState,
     pub sampler: Sampler,
     pub detok: Detokenizer,
 }
@@ -18,14 +66,7 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// `max_seq`: positions this session may fill (prompt + new tokens).
     pub fn new(model: &'m Model, max_seq: usize, sampler: Sampler) -> Self {
-        Session {
-            model,
-            kv: KvCache::new(&model.config, max_seq),
-            scratch: Scratch::new(&model.config, max_seq),
-            pos: 0,
-            sampler,
-            detok: Detokenizer::new(),
-        }
+        Session { model, state: DecodeState::new(model, max_seq), sampler, detok: Detokenizer::new() }
     }
 
     /// Feeds the prompt; returns the logits after its last token.
@@ -34,18 +75,17 @@ impl<'m> Session<'m> {
         for &id in ids {
             self.step(id)?;
         }
-        Ok(&self.scratch.logits)
+        Ok(self.state.logits())
     }
 
     /// Feeds one token at the next position; returns the next-token logits.
     pub fn step(&mut self, id: u32) -> Result<&[f32]> {
-        self.model.forward(id, self.pos, &mut self.kv, &mut self.scratch)?;
-        self.pos += 1;
-        Ok(&self.scratch.logits)
+        let pos = self.state.filled();
+        self.state.step_at(self.model, id, pos)
     }
 
     pub fn sample(&mut self) -> u32 {
-        self.sampler.sample(&self.scratch.logits)
+        self.sampler.sample(self.state.logits())
     }
 
     /// The text `id` completes, valid UTF-8 (possibly empty).
@@ -54,6 +94,6 @@ impl<'m> Session<'m> {
     }
 
     pub fn pos(&self) -> usize {
-        self.pos
+        self.state.filled()
     }
 }

@@ -152,3 +152,30 @@ fn damaged_checkpoints_give_clear_errors() {
     std::fs::remove_dir_all(dir).ok();
     assert!(matches!(Llm::load(Path::new("/nonexistent/model"), &LoadOptions::default()), Err(Error::FileNotFound(_))));
 }
+
+#[test]
+fn decode_state_loop_reproduces_generate() {
+    use viva_core::sampling::argmax;
+    use viva_core::session::DecodeState;
+    for weights in [viva_core::weights::WeightFormat::Native, Default::default()] {
+        let llm = Llm::load(&fixture("tiny_mha_sharded"), &LoadOptions { weights, ..Default::default() }).unwrap();
+        let prompt = llm.tokenizer.encode("The quick brown fox", true).unwrap();
+        let want = llm.generate_ids(&prompt, &greedy(12)).unwrap().tokens;
+        let mut st = DecodeState::new(&llm.model, 64);
+        let mut next = 0;
+        for (pos, &id) in prompt.iter().enumerate() {
+            next = argmax(st.step_at(&llm.model, id, pos).unwrap());
+        }
+        let mut got = vec![next];
+        while got.len() < 12 {
+            let pos = prompt.len() + got.len() - 1;
+            next = argmax(st.step_at(&llm.model, next, pos).unwrap());
+            got.push(next);
+        }
+        assert_eq!(got, want, "{weights:?}");
+        // stepping past the filled length is refused; rewinding is allowed
+        assert!(matches!(st.step_at(&llm.model, 1, st.filled() + 1), Err(Error::InvalidOption { .. })));
+        assert!(st.step_at(&llm.model, prompt[0], 0).is_ok());
+        assert_eq!(st.filled(), 1);
+    }
+}

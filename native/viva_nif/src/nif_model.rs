@@ -123,7 +123,7 @@ fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
 
 /// Runs a NIF body, turning a panic (a bug) into `{error, {internal, Msg}}` so it never
 /// takes the VM down.
-fn guarded<'a>(env: Env<'a>, body: impl FnOnce() -> Term<'a>) -> Term<'a> {
+pub(crate) fn guarded<'a>(env: Env<'a>, body: impl FnOnce() -> Term<'a>) -> Term<'a> {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(term) => term,
         Err(payload) => internal_error(env, &format!("panic: {}", panic_message(payload.as_ref()))),
