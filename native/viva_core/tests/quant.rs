@@ -2,7 +2,7 @@
 use half::f16;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use viva_core::quant::fp8::{e4m3_decode, e4m3_encode, error_bound, Blocking, PackedFp8, E4M3_MAX, ROW_ALIGN};
+use viva_core::quant::fp8::{e4m3_decode, e4m3_encode, e4m3_encode_ref, error_bound, Blocking, PackedFp8, E4M3_MAX, ROW_ALIGN};
 use viva_core::quant::linear::*;
 use viva_core::Error;
 
@@ -190,4 +190,29 @@ fn w8a16_stays_close_to_the_unquantized_product() {
     let err_rms = (out.iter().zip(&exact).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / exact.len() as f32).sqrt();
     // 3 mantissa bits: per-weight relative error ≤ 2^-4, ~2.5% rms after averaging in the dot
     assert!(err_rms < 0.04 * rms, "rms err {err_rms} vs rms {rms}");
+}
+
+#[test]
+fn fast_encode_matches_its_reference_twin() {
+    // every code's value, every midpoint and its neighbours in ulps, then random magnitudes
+    let mut probes = Vec::new();
+    for c in 0..0x7Eu8 {
+        let (a, b) = (e4m3_decode(c), e4m3_decode(c + 1));
+        for v in [a, (a + b) / 2.0, b] {
+            for d in -2i32..=2 {
+                probes.push(f32::from_bits((v.to_bits() as i32 + d).max(0) as u32));
+            }
+        }
+    }
+    let mut r = ChaCha8Rng::seed_from_u64(77);
+    for _ in 0..200_000 {
+        let e: i32 = r.random_range(-14..10);
+        probes.push(r.random::<f32>() * 2f32.powi(e));
+    }
+    probes.extend([0.0, 447.99, 448.0, 1e-12, f32::MIN_POSITIVE, 1.0 / 64.0, 1.0 / 128.0]);
+    for v in probes {
+        for s in [v, -v] {
+            assert_eq!(e4m3_encode(s), e4m3_encode_ref(s), "{s:e} ({:#010x})", s.to_bits());
+        }
+    }
 }

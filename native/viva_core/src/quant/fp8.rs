@@ -12,6 +12,8 @@
 //! Element (r, c) ≈ decode(codes[r * row_stride + c]) * scales[r * blocks_per_row + c / block].
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// Largest finite E4M3 magnitude.
@@ -50,9 +52,35 @@ pub fn e4m3_decode(c: u8) -> f32 {
     decode_table()[c as usize]
 }
 
+/// Smallest normal E4M3 magnitude; below it the grid step is 2^-9.
+const MIN_NORMAL: f32 = 1.0 / 64.0;
+
 /// f32 → E4M3, round to nearest even, saturating: |v| ≥ 448 (and ±inf) → ±448. NaN → +0, so a
 /// prepack never writes a NaN code. -0.0 → 0x80 (-0), which decodes to -0.0.
+/// Bit arithmetic on the f32 (a few ns); `e4m3_encode_ref` is the search-based twin.
+#[inline]
 pub fn e4m3_encode(v: f32) -> u8 {
+    if v.is_nan() {
+        return 0;
+    }
+    let sign = if v.is_sign_negative() { 0x80 } else { 0 };
+    let x = v.abs();
+    if x >= E4M3_MAX {
+        return sign | MAX_CODE;
+    }
+    if x < MIN_NORMAL {
+        // subnormal: code = x / 2^-9 rounded half to even (8 lands exactly on the first normal)
+        return sign | (x * 512.0).round_ties_even() as u8;
+    }
+    // normal: keep 3 of f32's 23 mantissa bits, rounding the other 20 half to even; a carry
+    // into the exponent is the correct next binade. Rebias the exponent from 127 to 7.
+    let bits = x.to_bits();
+    let rounded = bits + 0x7FFFF + ((bits >> 20) & 1);
+    sign | ((rounded >> 20) - (120 << 3)) as u8
+}
+
+/// Reference twin of [`e4m3_encode`]: nearest code by search over the decode table.
+pub fn e4m3_encode_ref(v: f32) -> u8 {
     if v.is_nan() {
         return 0;
     }
@@ -129,18 +157,19 @@ impl PackedFp8 {
         let blocks_per_row = k.div_ceil(block);
         let mut codes = vec![0u8; n * row_stride];
         let mut scales = vec![0f32; n * blocks_per_row];
-        for r in 0..n {
-            let row = &w[r * k..(r + 1) * k];
-            for (b, chunk) in row.chunks(block).enumerate() {
-                let absmax = chunk.iter().fold(0.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
-                let scale = if absmax > 0.0 { absmax / E4M3_MAX } else { 1.0 };
-                scales[r * blocks_per_row + b] = scale;
-                let dst = &mut codes[r * row_stride + b * block..][..chunk.len()];
-                for (c, &v) in dst.iter_mut().zip(chunk) {
-                    *c = e4m3_encode(v / scale);
+        // rows are independent: quantize them across the rayon pool
+        codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).enumerate().for_each(
+            |(r, (row_codes, row_scales))| {
+                let row = &w[r * k..(r + 1) * k];
+                for ((chunk, dst), scale) in row.chunks(block).zip(row_codes.chunks_mut(block)).zip(row_scales.iter_mut()) {
+                    let absmax = chunk.iter().fold(0.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+                    *scale = if absmax > 0.0 { absmax / E4M3_MAX } else { 1.0 };
+                    for (c, &v) in dst.iter_mut().zip(chunk) {
+                        *c = e4m3_encode(v / *scale);
+                    }
                 }
-            }
-        }
+            },
+        );
         Ok(PackedFp8 { n, k, blocking, block, row_stride, blocks_per_row, codes, scales })
     }
 
