@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod kv_cache;
 pub mod llm;
 pub mod model;

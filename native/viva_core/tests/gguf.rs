@@ -1,0 +1,300 @@
+//! GGUF reader: files written by a small writer here (every metadata type, each tensor type
+//! with exactly known values), hostile files, and (ignored unless VIVA_SMOLLM2_GGUF is set)
+//! the real SmolLM2-135M Q4_1 file against llama.cpp's `gguf` Python reader.
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use viva_core::gguf::{unpermute_qk, Gguf, GgufValue};
+use viva_core::Error;
+
+/// A minimal GGUF writer (the format's own description, version 2 or 3).
+struct Writer {
+    version: u32,
+    kv: Vec<(String, u32, Vec<u8>)>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+    alignment: usize,
+}
+
+fn s(x: &str) -> Vec<u8> {
+    let mut v = (x.len() as u64).to_le_bytes().to_vec();
+    v.extend(x.as_bytes());
+    v
+}
+
+impl Writer {
+    fn new(version: u32) -> Self {
+        Writer { version, kv: vec![], tensors: vec![], alignment: 32 }
+    }
+    fn kv(&mut self, key: &str, ty: u32, bytes: Vec<u8>) -> &mut Self {
+        self.kv.push((key.into(), ty, bytes));
+        self
+    }
+    fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> &mut Self {
+        self.tensors.push((name.into(), dims.to_vec(), ty, data));
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(self.version.to_le_bytes());
+        b.extend((self.tensors.len() as u64).to_le_bytes());
+        b.extend((self.kv.len() as u64).to_le_bytes());
+        for (k, ty, v) in &self.kv {
+            b.extend(s(k));
+            b.extend(ty.to_le_bytes());
+            b.extend(v);
+        }
+        let mut offset = 0usize;
+        let mut offsets = vec![];
+        for (_, _, _, data) in &self.tensors {
+            offsets.push(offset);
+            offset = (offset + data.len()).div_ceil(self.alignment) * self.alignment;
+        }
+        for ((name, dims, ty, _), off) in self.tensors.iter().zip(&offsets) {
+            b.extend(s(name));
+            b.extend((dims.len() as u32).to_le_bytes());
+            dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+            b.extend(ty.to_le_bytes());
+            b.extend((*off as u64).to_le_bytes());
+        }
+        b.resize(b.len().div_ceil(self.alignment) * self.alignment, 0);
+        let start = b.len();
+        for ((_, _, _, data), off) in self.tensors.iter().zip(&offsets) {
+            b.resize(start + off, 0);
+            b.extend(data);
+        }
+        b
+    }
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("viva_gguf_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Q8_0 block of 32: d, then i8 codes; returns (bytes, exact dequantized values).
+fn q8_0(codes: &[i8; 32], d: f32) -> (Vec<u8>, Vec<f32>) {
+    let d16 = f16::from_f32(d);
+    let mut b = d16.to_le_bytes().to_vec();
+    b.extend(codes.iter().map(|&q| q as u8));
+    (b, codes.iter().map(|&q| q as f32 * d16.to_f32()).collect())
+}
+
+/// Q4_1 block: d, m, 16 bytes; byte j = weight j (low nibble) | weight j+16 (high nibble).
+fn q4_1(q: &[u8; 32], d: f32, m: f32) -> (Vec<u8>, Vec<f32>) {
+    let (d16, m16) = (f16::from_f32(d), f16::from_f32(m));
+    let mut b = d16.to_le_bytes().to_vec();
+    b.extend(m16.to_le_bytes());
+    b.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+    (b, q.iter().map(|&x| x as f32 * d16.to_f32() + m16.to_f32()).collect())
+}
+
+/// Q4_0 block: d, 16 bytes; w = (q − 8)·d.
+fn q4_0(q: &[u8; 32], d: f32) -> (Vec<u8>, Vec<f32>) {
+    let d16 = f16::from_f32(d);
+    let mut b = d16.to_le_bytes().to_vec();
+    b.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+    (b, q.iter().map(|&x| (x as f32 - 8.0) * d16.to_f32()).collect())
+}
+
+fn sample_file(version: u32) -> (Vec<u8>, Vec<(&'static str, Vec<f32>)>) {
+    let mut w = Writer::new(version);
+    w.kv("general.architecture", 8, s("llama"))
+        .kv("u8", 0, vec![7])
+        .kv("i8", 1, vec![0xFF])
+        .kv("u16", 2, 513u16.to_le_bytes().to_vec())
+        .kv("i16", 3, (-2i16).to_le_bytes().to_vec())
+        .kv("u32", 4, 70000u32.to_le_bytes().to_vec())
+        .kv("i32", 5, (-70000i32).to_le_bytes().to_vec())
+        .kv("f32", 6, 1.5f32.to_le_bytes().to_vec())
+        .kv("bool", 7, vec![1])
+        .kv("u64", 10, (1u64 << 40).to_le_bytes().to_vec())
+        .kv("i64", 11, (-5i64).to_le_bytes().to_vec())
+        .kv("f64", 12, 0.25f64.to_le_bytes().to_vec());
+    let mut arr = 4u32.to_le_bytes().to_vec(); // array of u32
+    arr.extend(3u64.to_le_bytes());
+    [1u32, 2, 3].iter().for_each(|v| arr.extend(v.to_le_bytes()));
+    w.kv("arr", 9, arr);
+    let mut sarr = 8u32.to_le_bytes().to_vec(); // array of strings
+    sarr.extend(2u64.to_le_bytes());
+    sarr.extend(s("a"));
+    sarr.extend(s("▁b"));
+    w.kv("tokens", 9, sarr);
+    let qa: [u8; 32] = std::array::from_fn(|i| (i * 7 % 16) as u8);
+    let qi: [i8; 32] = std::array::from_fn(|i| (i as i8 - 16) * 7);
+    let (q80, q80v) = q8_0(&qi, 0.0123);
+    let (q41, q41v) = q4_1(&qa, 0.5, -3.25);
+    let (q40, q40v) = q4_0(&qa, 0.75);
+    let fv: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+    let hv: Vec<f32> = vec![1.0, -0.5, 65504.0, 2.0];
+    let bv: Vec<f32> = vec![1.0, -2.0, 0.15625, 3.0e10];
+    w.tensor("f32", &[3, 2], 0, f32s(&fv))
+        .tensor("f16", &[4], 1, hv.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect())
+        .tensor("bf16", &[2, 2], 30, bv.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect())
+        .tensor("q8_0", &[32, 1], 8, q80)
+        .tensor("q4_1", &[32], 3, q41)
+        .tensor("q4_0", &[32], 2, q40);
+    let bf_exact: Vec<f32> = bv.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
+    (w.bytes(), vec![("f32", fv), ("f16", hv), ("bf16", bf_exact), ("q8_0", q80v), ("q4_1", q41v), ("q4_0", q40v)])
+}
+
+#[test]
+fn reads_metadata_and_dequantizes_every_type_v2_and_v3() {
+    for version in [2, 3] {
+        let (bytes, want) = sample_file(version);
+        let g = Gguf::open(&tmp(&format!("sample{version}.gguf"), &bytes)).unwrap();
+        assert_eq!(g.version, version);
+        assert_eq!(g.get_str("general.architecture"), Some("llama"));
+        assert_eq!(g.get("u8"), Some(&GgufValue::U8(7)));
+        assert_eq!(g.get("i8"), Some(&GgufValue::I8(-1)));
+        assert_eq!(g.get_u64("u16"), Some(513));
+        assert_eq!(g.get("i16"), Some(&GgufValue::I16(-2)));
+        assert_eq!(g.get_u64("u32"), Some(70000));
+        assert_eq!(g.get("i32"), Some(&GgufValue::I32(-70000)));
+        assert_eq!(g.get_f64("f32"), Some(1.5));
+        assert_eq!(g.get("bool"), Some(&GgufValue::Bool(true)));
+        assert_eq!(g.get_u64("u64"), Some(1 << 40));
+        assert_eq!(g.get_u64("i64"), None);
+        assert_eq!(g.get_f64("f64"), Some(0.25));
+        assert_eq!(g.get_array("arr").unwrap().iter().map(|v| v.as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(g.get_array("tokens").unwrap()[1].as_str(), Some("▁b"));
+        for (name, values) in &want {
+            let (shape, got) = g.dequantize(name).unwrap();
+            assert_eq!(&got, values, "{name}");
+            assert_eq!(shape.iter().product::<usize>(), values.len());
+        }
+        assert_eq!(g.tensor_info("f32").unwrap().shape(), vec![2, 3]); // dims [ne0=3, ne1=2] → rows 2, cols 3
+        assert!(matches!(g.dequantize("nope"), Err(Error::MissingTensor(_))));
+    }
+}
+
+fn assert_bad(bytes: &[u8], name: &str) {
+    match Gguf::open(&tmp(name, bytes)) {
+        Err(Error::BadFormat { .. }) => {}
+        Err(e) => panic!("{name}: expected BadFormat, got {e:?}"),
+        Ok(_) => panic!("{name}: expected BadFormat, got Ok"),
+    }
+}
+
+#[test]
+fn hostile_files_are_bad_format() {
+    let (good, _) = sample_file(3);
+    let mut wrong_magic = good.clone();
+    wrong_magic[0] = b'X';
+    assert_bad(&wrong_magic, "magic");
+    let mut v1 = good.clone();
+    v1[4] = 1;
+    assert_bad(&v1, "version1");
+    let mut huge_tensors = good.clone();
+    huge_tensors[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_bad(&huge_tensors, "tensor_count");
+    let mut huge_kv = good.clone();
+    huge_kv[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert_bad(&huge_kv, "kv_count");
+    // the first key's string length absurd
+    let mut huge_str = good.clone();
+    huge_str[24..32].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    assert_bad(&huge_str, "string_len");
+    // a tensor whose data lies past the end
+    let mut w = Writer::new(3);
+    w.tensor("t", &[1 << 20], 0, vec![0; 16]);
+    let mut b = w.bytes();
+    b.truncate(b.len() - 8);
+    assert_bad(&b, "past_end");
+    // an element count that overflows, a dim count of 9, a non-block Q8_0 length
+    assert_bad(&Writer::new(3).tensor("t", &[u64::MAX, 4], 0, vec![]).bytes(), "overflow");
+    let mut nine = Writer::new(3).tensor("t", &[1], 0, vec![0; 4]).bytes();
+    let at = 24 + 8 + 1; // n_dims after the one-char name
+    nine[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+    assert_bad(&nine, "dims");
+    assert_bad(&Writer::new(3).tensor("t", &[33], 8, vec![0; 68]).bytes(), "partial_block");
+    // unknown metadata type, bad bool, arrays nested too deep
+    assert_bad(&Writer::new(3).kv("k", 99, vec![0; 8]).bytes(), "meta_type");
+    assert_bad(&Writer::new(3).kv("k", 7, vec![2]).bytes(), "bool");
+    let mut nest = Vec::new();
+    for _ in 0..6 {
+        nest.extend(9u32.to_le_bytes());
+        nest.extend(1u64.to_le_bytes());
+    }
+    nest.extend(0u32.to_le_bytes());
+    nest.extend(1u64.to_le_bytes());
+    nest.push(0);
+    assert_bad(&Writer::new(3).kv("k", 9, nest[4..].to_vec()).bytes(), "nesting");
+    // an unknown tensor type is kept but refused when read
+    let g = Gguf::open(&tmp("unk.gguf", &Writer::new(3).tensor("t", &[4], 77, vec![]).bytes())).unwrap();
+    assert!(matches!(g.dequantize("t"), Err(Error::UnsupportedDtype { .. })));
+    assert!(matches!(Gguf::open(Path::new("/nonexistent/x.gguf")), Err(Error::FileNotFound(_))));
+}
+
+#[test]
+fn every_truncation_is_ok_or_bad_format() {
+    let (good, _) = sample_file(3);
+    for n in 0..good.len() {
+        match Gguf::open(&tmp("trunc.gguf", &good[..n])) {
+            Ok(_) | Err(Error::BadFormat { .. }) => {}
+            Err(e) => panic!("prefix {n}: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn unpermute_inverts_llama_cpp_qk_permutation() {
+    // llama.cpp's converter: view rows as (heads, 2, head_dim/2) and swap the last two axes.
+    let (heads, head_dim, cols) = (3, 8, 2);
+    let hf: Vec<f32> = (0..heads * head_dim * cols).map(|i| i as f32).collect();
+    let mut permuted = vec![0.0; hf.len()];
+    for h in 0..heads {
+        for half in 0..2 {
+            for i in 0..head_dim / 2 {
+                let src = (h * head_dim + half * head_dim / 2 + i) * cols;
+                let dst = (h * head_dim + i * 2 + half) * cols;
+                permuted[dst..dst + cols].copy_from_slice(&hf[src..src + cols]);
+            }
+        }
+    }
+    assert_ne!(permuted, hf);
+    assert_eq!(unpermute_qk(&permuted, heads, cols), hf);
+}
+
+/// The real SmolLM2-135M-Instruct Q4_1 file against test/fixtures/gguf/smollm2_probe.json
+/// (llama.cpp's gguf package). `VIVA_SMOLLM2_GGUF=path cargo test -p viva_core --test gguf -- --ignored`
+#[test]
+#[ignore]
+fn real_smollm2_matches_the_gguf_package() {
+    let path = PathBuf::from(std::env::var("VIVA_SMOLLM2_GGUF").expect("set VIVA_SMOLLM2_GGUF"));
+    let g = Gguf::open(&path).unwrap();
+    let c = g.llama_config().unwrap();
+    assert_eq!((c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads), (30, 576, 9, 3));
+    assert_eq!((c.vocab_size, c.intermediate_size, c.head_dim), (49152, 1536, 64));
+    assert!(c.tie_word_embeddings);
+    let probe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/gguf/smollm2_probe.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(g.tensor_names().len() as u64, probe["tensor_count"].as_u64().unwrap());
+    for (name, p) in probe["tensors"].as_object().unwrap() {
+        let (shape, v) = g.dequantize(name).unwrap();
+        let want_shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        assert_eq!(shape, want_shape, "{name}");
+        for (a, b) in v.iter().zip(p["first"].as_array().unwrap()) {
+            // same f32 values; 1e-12 only absorbs serde_json's decimal parsing
+            let b = b.as_f64().unwrap();
+            assert!((*a as f64 - b).abs() <= 1e-12 * b.abs(), "{name}: {a} vs {b}");
+        }
+        let sum: f64 = v.iter().map(|&x| x as f64).sum();
+        let want = p["sum"].as_f64().unwrap();
+        assert!((sum - want).abs() <= 1e-6 * p["abs_sum"].as_f64().unwrap(), "{name}: {sum} vs {want}");
+    }
+    let t = std::time::Instant::now();
+    for name in g.tensor_names() {
+        let (_, v) = g.dequantize(name).unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+    eprintln!("dequantized all {} tensors in {:?}", g.tensor_names().len(), t.elapsed());
+}
