@@ -20,6 +20,9 @@
          linear_fp8_w8a16/3, linear_fp8/3, linear_gelu_fp8/3, linear_swiglu_fp8/3,
          embedding_table_new/4, embedding_row/2, kv_cache_new/2,
          decode_step/4, decode_step_topk/5]).
+%% Seed-compatible helpers (viva_tensor_safetensors_ffi, viva_tensor_tokenizer_ffi).
+-export([safetensors_open_header/1, safetensors_read_tensor_bf16/2, bf16_to_fp32_binary/1,
+         transpose_fp32/3, tokenizer_load/1, tokenizer_encode/2, tokenizer_decode/2]).
 
 -on_load(init/0).
 
@@ -76,6 +79,22 @@ kv_cache_new(_Model, _MaxSeq) -> not_loaded().
 decode_step(_Model, _Token, _KvCache, _Pos) -> not_loaded().
 %% @private
 decode_step_topk(_Model, _Token, _KvCache, _Pos, _K) -> not_loaded().
+
+%% Seed-compatible helpers: see viva_tensor_safetensors_ffi and viva_tensor_tokenizer_ffi.
+%% @private
+safetensors_open_header(_Path) -> not_loaded().
+%% @private
+safetensors_read_tensor_bf16(_Path, _Name) -> not_loaded().
+%% @private
+bf16_to_fp32_binary(_Bin) -> not_loaded().
+%% @private
+transpose_fp32(_Bin, _Rows, _Cols) -> not_loaded().
+%% @private
+tokenizer_load(_Path) -> not_loaded().
+%% @private
+tokenizer_encode(_Tokenizer, _Text) -> not_loaded().
+%% @private
+tokenizer_decode(_Tokenizer, _Ids) -> not_loaded().
 
 not_loaded() ->
     erlang:nif_error({nif_not_loaded, persistent_term:get({?MODULE, load_error}, unknown)}).

@@ -2,6 +2,7 @@
 //! checkpoint loading, tokenization, the Llama forward pass, sampling and generation.
 
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod gguf;
 pub mod kv_cache;

@@ -79,6 +79,11 @@ impl TensorView {
         TensorView::new(name.to_string(), DType::F32, shape, Arc::new(Storage::Heap(bytes)), 0, len)
     }
 
+    /// Byte offset of the data in its file (safetensors: header included).
+    pub fn file_offset(&self) -> usize {
+        self.offset
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -1,6 +1,7 @@
 //! Rustler binding of viva_core: decode terms → call the engine → encode the result.
 //! No math lives here; every NIF returns `{ok, T}` or `{error, Reason}` (see reason.rs) and
 //! never lets a panic reach the VM.
+mod nif_helpers;
 mod nif_lowlevel;
 mod nif_model;
 mod reason;
