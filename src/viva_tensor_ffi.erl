@@ -3,7 +3,7 @@
 %% field-less constructors are bare atoms; the Reason terms of viva_tensor_llm already have
 %% that shape except where a value must become a String.
 -module(viva_tensor_ffi).
--export([load_model/1, load_model_with/2, generate/3]).
+-export([load_model/1, load_model_with/2, generate/3, reason/1]).
 
 load_model(Path) ->
     reason(viva_tensor_llm:load(Path)).

@@ -1,7 +1,7 @@
 %% @doc Support for test/viva_tensor_test.gleam (no gleeunit: hex.pm is unreachable here):
 %% fixture paths, expected.json values, and a tiny runner that halts non-zero on failure.
 -module(viva_tensor_gleam_test_ffi).
--export([fixture/1, expected_greedy/1, expected_text/1, expected_prompt/1, run/1, invalid_utf8/0]).
+-export([fixture/1, expected_ids/1, expected_greedy/1, expected_text/1, expected_prompt/1, run/1, invalid_utf8/0]).
 
 fixture(Name) ->
     unicode:characters_to_binary(viva_tensor_test_support:fixture(binary_to_list(Name))).
@@ -10,6 +10,7 @@ expected(Name, Key) ->
     maps:get(Key, viva_tensor_test_support:expected(binary_to_list(Name))).
 
 expected_greedy(Name) -> expected(Name, <<"greedy_tokens">>).
+expected_ids(Name) -> expected(Name, <<"input_ids">>).
 expected_text(Name) -> expected(Name, <<"greedy_text">>).
 expected_prompt(Name) -> expected(Name, <<"prompt">>).
 

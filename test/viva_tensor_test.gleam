@@ -4,6 +4,9 @@ import viva_tensor.{
   type Error, type GenerateResult, type Model, ContextOverflow, FileNotFound,
   GenerateOpts, InvalidOption, InvalidUtf8, Layers, LoadOpts, Native, TopK,
 }
+import viva_tensor/low_level.{Bias, MaxSeq, NoBias, Tensor}
+import viva_tensor/safetensors
+import viva_tensor/tokenizer
 
 pub fn main() -> Nil {
   run([
@@ -15,6 +18,9 @@ pub fn main() -> Nil {
     #("seeded sampling is reproducible", seeded_sampling),
     #("load options reach the engine", load_opts),
     #("fp8 (the default) follows HF on the first token", fp8_default),
+    #("a low-level decode_step loop gives generate's tokens", decode_loop),
+    #("fp8 prepack + linear shapes and errors", fp8_linear),
+    #("safetensors header and tokenizer helpers", helpers),
   ])
 }
 
@@ -190,3 +196,113 @@ fn first(items: List(Int)) -> List(Int) {
     [] -> []
   }
 }
+
+fn decode_loop() -> Result(Nil, String) {
+  use model <- try(load("tiny_gqa"))
+  use cache <- try(lift(low_level.kv_cache_new(model, MaxSeq(64))))
+  let ids = expected_ids("tiny_gqa")
+  use first <- try(feed(model, cache, ids, 0, 0))
+  use rest <- try(continue(model, cache, first, length(ids, 0), 19))
+  case [first, ..rest] == expected_greedy("tiny_gqa") {
+    True -> Ok(Nil)
+    False -> Error("decode_step loop differs from HF greedy")
+  }
+}
+
+fn feed(
+  model,
+  cache,
+  ids: List(Int),
+  pos: Int,
+  last: Int,
+) -> Result(Int, String) {
+  case ids {
+    [] -> Ok(last)
+    [id, ..rest] -> {
+      use next <- try(lift(low_level.decode_step(model, id, cache, pos)))
+      feed(model, cache, rest, pos + 1, next)
+    }
+  }
+}
+
+fn continue(
+  model,
+  cache,
+  last: Int,
+  pos: Int,
+  n: Int,
+) -> Result(List(Int), String) {
+  case n {
+    0 -> Ok([])
+    _ -> {
+      use next <- try(lift(low_level.decode_step(model, last, cache, pos)))
+      use rest <- try(continue(model, cache, next, pos + 1, n - 1))
+      Ok([next, ..rest])
+    }
+  }
+}
+
+fn length(items: List(a), acc: Int) -> Int {
+  case items {
+    [] -> acc
+    [_, ..rest] -> length(rest, acc + 1)
+  }
+}
+
+fn fp8_linear() -> Result(Nil, String) {
+  // 4 x 16 weight of ones, input of twos: every output is 32 (exact in E4M3)
+  let w = repeat(<<1.0:float-32-little>>, 64, <<>>)
+  let x = repeat(<<2.0:float-32-little>>, 16, <<>>)
+  use p <- try(
+    lift(low_level.prepack_fp8_weight(w, [4, 16], viva_tensor.Block(16))),
+  )
+  use out <- try(
+    lift(low_level.linear_fp8_w8a16(
+      Tensor(x, [1, 16], low_level.F32),
+      p,
+      NoBias,
+    )),
+  )
+  let want = repeat(<<32.0:float-32-little>>, 4, <<>>)
+  case out.data == want, out.shape == [1, 4] {
+    True, True ->
+      case
+        low_level.linear_fp8(
+          Tensor(x, [1, 15], low_level.F32),
+          p,
+          Bias(repeat(<<0.0:float-32-little>>, 4, <<>>)),
+        )
+      {
+        Error(viva_tensor.ShapeMismatch(..)) -> Ok(Nil)
+        _ -> Error("a wrong input shape was accepted")
+      }
+    _, _ -> Error("fp8 linear of ones differs from 32")
+  }
+}
+
+fn repeat(bits: BitArray, n: Int, acc: BitArray) -> BitArray {
+  case n {
+    0 -> acc
+    _ -> repeat(bits, n - 1, <<acc:bits, bits:bits>>)
+  }
+}
+
+fn helpers() -> Result(Nil, String) {
+  use header <- try(lift(safetensors.open_header(fixture("tiny_gqa"))))
+  use tok <- try(lift(tokenizer.load(fixture("tiny_gqa") <> "/tokenizer.json")))
+  use ids <- try(lift(tokenizer.encode(tok, expected_prompt("tiny_gqa"))))
+  case length(header, 0) > 10, ids == expected_ids("tiny_gqa") {
+    True, True -> Ok(Nil)
+    _, _ -> Error("header or tokenizer ids differ")
+  }
+}
+
+fn lift(r: Result(a, Error)) -> Result(a, String) {
+  case r {
+    Ok(v) -> Ok(v)
+    Error(e) -> Error(describe(e))
+  }
+}
+
+@external(erlang, "viva_tensor_gleam_test_ffi", "expected_ids")
+fn expected_ids(name: String) -> List(Int)

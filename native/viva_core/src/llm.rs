@@ -72,14 +72,25 @@ pub struct GenerateResult {
     pub tokens: Vec<u32>,
     /// decode(tokens) with special tokens skipped.
     pub text: String,
-    /// Wall time from the end of the prompt to the last token, per generated token.
+    /// Decode speed: the mean wall time between consecutive generated tokens, i.e. (instant the
+    /// last token was sampled − instant the first was sampled) / (generated − 1). Each interval
+    /// is one forward step of the previous token + sampling + detokenizing (+ the `on_text`
+    /// callback of `generate_with`). Prefill and the first token are excluded (see
+    /// `prefill_ms`); 0.0 when fewer than 2 tokens were generated (no decode step ran).
     pub ms_per_token: f64,
     /// Prompt + generated tokens.
     pub total_tokens: usize,
     pub prompt_tokens: usize,
-    /// Wall time of the prompt pass (prefill) in ms.
+    /// Wall time of the prompt pass (prefill: every prompt id through the forward) in ms.
     pub prefill_ms: f64,
 }
+
+/// One `Llm` is shared by many concurrent generations (the NIF holds it in an Arc): each
+/// generate owns its KV cache and scratch, the model is read-only. Checked at compile time.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Llm>();
+};
 
 pub struct Llm {
     pub config: ModelConfig,
@@ -146,10 +157,15 @@ impl Llm {
 
         let t0 = Instant::now();
         session.prefill(prompt_ids)?;
-        let t1 = Instant::now();
+        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut tokens = Vec::with_capacity(opts.max_new_tokens);
+        // instants the first and the latest token were sampled (ms_per_token)
+        let (mut first_at, mut last_at) = (None, None);
         for i in 0..opts.max_new_tokens {
             let id = session.sample();
+            let now = Instant::now();
+            first_at.get_or_insert(now);
+            last_at = Some(now);
             tokens.push(id);
             let chunk = session.detokenize(&self.tokenizer, id)?;
             if !chunk.is_empty() {
@@ -166,17 +182,18 @@ impl Llm {
         if !tail.is_empty() {
             on_text(&tail)?;
         }
-        let t2 = Instant::now();
         let text = self.tokenizer.decode(&tokens, true)?;
-        let ms_per_token =
-            if tokens.is_empty() { 0.0 } else { (t2 - t1).as_secs_f64() * 1e3 / tokens.len() as f64 };
+        let ms_per_token = match (first_at, last_at) {
+            (Some(a), Some(b)) if tokens.len() >= 2 => (b - a).as_secs_f64() * 1e3 / (tokens.len() - 1) as f64,
+            _ => 0.0,
+        };
         Ok(GenerateResult {
             total_tokens: prompt_ids.len() + tokens.len(),
             prompt_tokens: prompt_ids.len(),
             tokens,
             text,
             ms_per_token,
-            prefill_ms: (t1 - t0).as_secs_f64() * 1e3,
+            prefill_ms,
         })
     }
 

@@ -105,9 +105,10 @@ impl Model {
         per_layer + self.lm_head.nbytes()
     }
 
-    /// Runs `token` at position `pos` through the network, appending its K/V to `kv`;
-    /// the next-token logits land in `s.logits`.
-    pub fn forward(&self, token: u32, pos: usize, kv: &mut KvCache, s: &mut Scratch) -> Result<()> {
+    /// Runs `token` at position `pos` through the network, appending its K/V to `kv`; returns
+    /// the next-token logits (vocab), which live in `s.logits`. No allocation: every buffer is
+    /// in `s` or `kv`.
+    pub fn forward<'s>(&self, token: u32, pos: usize, kv: &mut KvCache, s: &'s mut Scratch) -> Result<&'s [f32]> {
         let c = &self.config;
         let hd = c.head_dim;
         if token as usize >= c.vocab_size {
@@ -151,6 +152,6 @@ impl Model {
 
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
         ops::linear(&self.lm_head, &s.xb, &mut s.logits);
-        Ok(())
+        Ok(&s.logits)
     }
 }

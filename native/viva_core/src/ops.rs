@@ -281,6 +281,115 @@ mod tests {
         assert_eq!(x, vec![-3.0, 2.0, 1.0, 4.0]);
     }
 
+    fn rope_config(head_dim: usize, rope_theta: f32, rope_scaling: RopeScaling) -> ModelConfig {
+        ModelConfig {
+            hidden_size: head_dim * 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 16,
+            num_key_value_heads: 16,
+            head_dim,
+            intermediate_size: 1,
+            rms_norm_eps: 1e-5,
+            rope_theta,
+            rope_scaling,
+            vocab_size: 1,
+            max_position_embeddings: 131072,
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    fn assert_rel(got: &[f32], want: &[(usize, f32)], tol: f32) {
+        for &(i, w) in want {
+            assert!((got[i] - w).abs() <= tol * w.abs(), "inv_freq[{i}] = {} vs HF {w}", got[i]);
+        }
+    }
+
+    /// Values from transformers 5.23 `ROPE_INIT_FUNCTIONS["default"/"llama3"]` (f32): Llama-3.1's
+    /// rope_scaling (factor 8, low 1, high 4, original 8192, theta 5e5, head_dim 128). Indices
+    /// 29..=34 lie in the smoothed band, 35.. in the low-frequency band (divided by factor).
+    #[test]
+    fn rope_inv_freq_matches_transformers() {
+        let plain = rope_inv_freq(&rope_config(64, 10000.0, RopeScaling::Default));
+        assert_eq!(plain.len(), 32);
+        assert_rel(&plain, &[(0, 1.0), (1, 0.749_894_2), (15, 0.013_335_215), (31, 0.000_133_352_15)], 2e-6);
+
+        let llama3 = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let scaled = rope_inv_freq(&rope_config(128, 500000.0, llama3));
+        assert_eq!(scaled.len(), 64);
+        assert_rel(
+            &scaled,
+            &[
+                (0, 1.0),
+                (1, 0.814_617_2),
+                (28, 0.003_211_446_1),
+                (29, 0.002_166_570_6),
+                (31, 0.000_856_751_46),
+                (34, 0.000_178_507_79),
+                (35, 9.556_212e-5),
+                (63, 3.068_925_9e-7),
+            ],
+            2e-6,
+        );
+    }
+
+    #[test]
+    fn rmsnorm_by_hand() {
+        // mean(x²) = (9 + 16) / 2 = 12.5
+        let mut out = [0.0; 2];
+        rmsnorm(&mut out, &[3.0, -4.0], &[1.0, 2.0], 0.0);
+        let inv = 1.0 / 12.5f32.sqrt();
+        assert_eq!(out, [3.0 * inv, -8.0 * inv]);
+    }
+
+    /// Plain attention, written independently of [`attention`]: f64, explicit GQA head map.
+    fn attention_naive(s: &AttnShape, q: &[f32], k: &[f32], v: &[f32], pos: usize) -> Vec<f32> {
+        let (hd, kv_dim) = (s.head_dim, s.n_kv_heads * s.head_dim);
+        let mut out = vec![0.0; s.n_heads * hd];
+        for h in 0..s.n_heads {
+            let kvh = h * s.n_kv_heads / s.n_heads;
+            let dot = |t: usize| (0..hd).map(|d| q[h * hd + d] as f64 * k[t * kv_dim + kvh * hd + d] as f64).sum::<f64>();
+            let scores: Vec<f64> = (0..=pos).map(|t| dot(t) / (hd as f64).sqrt()).collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+            let z: f64 = w.iter().sum();
+            for d in 0..hd {
+                let acc: f64 = (0..=pos).map(|t| w[t] / z * v[t * kv_dim + kvh * hd + d] as f64).sum();
+                out[h * hd + d] = acc as f32;
+            }
+        }
+        out
+    }
+
+    /// GQA and MHA, on the serial and the parallel path; positions after `pos` hold NaN so
+    /// any read past the causal limit shows.
+    #[test]
+    fn attention_matches_naive_reference() {
+        for (n_heads, n_kv_heads, head_dim, pos) in [(4, 2, 8, 5), (4, 4, 16, 0), (8, 2, 64, 299), (6, 6, 128, 200)] {
+            let s = AttnShape { n_heads, n_kv_heads, head_dim, max_seq: pos + 3 };
+            let kv_dim = n_kv_heads * head_dim;
+            let val = |i: usize, salt: usize| (((i * 7919 + salt) % 1009) as f32 / 1009.0 - 0.5) * 2.0;
+            let q: Vec<f32> = (0..n_heads * head_dim).map(|i| val(i, 1)).collect();
+            let mut k: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 2)).collect();
+            let mut v: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 3)).collect();
+            k[(pos + 1) * kv_dim..].fill(f32::NAN);
+            v[(pos + 1) * kv_dim..].fill(f32::NAN);
+            let mut scores = vec![0.0; n_heads * s.max_seq];
+            let mut out = vec![0.0; n_heads * head_dim];
+            attention(&s, &q, &k, &v, pos, &mut scores, &mut out);
+            let want = attention_naive(&s, &q, &k, &v, pos);
+            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "heads {n_heads}/{n_kv_heads} hd {head_dim} pos {pos} [{i}]: {a} vs {b}");
+            }
+        }
+    }
+
     #[test]
     fn softmax_sums_to_one() {
         let mut x = vec![1.0, 2.0, 3.0, 1000.0];

@@ -46,12 +46,13 @@ impl Sampler {
         if self.cand.is_empty() {
             return argmax(logits); // every logit NaN: nothing to sample from
         }
-        // temperature, then softmax over the k survivors (sorted descending)
-        let inv_t = 1.0 / self.temperature;
-        let max = self.cand[0].1 * inv_t;
+        // temperature, then softmax over the k survivors (sorted descending). In f64 and
+        // max-subtracted before scaling, so a tiny temperature cannot overflow to inf − inf.
+        let inv_t = 1.0 / self.temperature as f64;
+        let max = self.cand[0].1;
         let mut sum = 0.0f64;
         for c in self.cand.iter_mut() {
-            let p = ((c.1 * inv_t - max) as f64).exp();
+            let p = ((c.1 - max) as f64 * inv_t).exp();
             c.1 = p as f32;
             sum += p;
         }

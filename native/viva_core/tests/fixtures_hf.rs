@@ -6,8 +6,10 @@ use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
 use viva_core::weights::WeightFormat;
 
 /// f32 arithmetic in a different order than torch's: per-logit error bound |ours − HF| ≤ ATOL + RTOL·|HF|.
+/// Observed (x86-64, 2026-11): max 2.4e-5 (tiny_gqa, logits up to ±25), 1.4e-6 (tiny_tied_llama3),
+/// 2.1e-5 (tiny_mha_sharded): at most ~18% of this bound; the error grows with |logit|, hence the RTOL term.
 const LOGIT_ATOL: f32 = 1e-4;
-const LOGIT_RTOL: f32 = 1e-4;
+const LOGIT_RTOL: f32 = 1e-5;
 const FIXTURES: [&str; 3] = ["tiny_gqa", "tiny_tied_llama3", "tiny_mha_sharded"];
 
 fn fixtures_dir() -> PathBuf {
@@ -66,13 +68,14 @@ fn last_logits_match_hf_within_tolerance() {
         let (llm, exp) = (load(name), expected(name));
         let ours = llm.last_logits(&exp.input_ids).unwrap();
         assert_eq!(ours.len(), exp.last_logits.len());
-        let mut worst = 0.0f32;
+        let (mut worst, mut worst_share) = (0.0f32, 0.0f32);
         for (i, (a, b)) in ours.iter().zip(&exp.last_logits).enumerate() {
-            let err = (a - b).abs();
+            let (err, bound) = ((a - b).abs(), LOGIT_ATOL + LOGIT_RTOL * b.abs());
             worst = worst.max(err);
-            assert!(err <= LOGIT_ATOL + LOGIT_RTOL * b.abs(), "{name} logit {i}: ours {a} HF {b}");
+            worst_share = worst_share.max(err / bound);
+            assert!(err <= bound, "{name} logit {i}: ours {a} HF {b}");
         }
-        eprintln!("{name}: max |logit error| = {worst:e}");
+        eprintln!("{name}: max |logit error| = {worst:e}, {:.0}% of the tolerance", 100.0 * worst_share);
     }
 }
 

@@ -93,6 +93,20 @@ fn num_layers_loads_a_prefix_of_the_blocks() {
 }
 
 #[test]
+fn result_counts_and_timings() {
+    let llm = load("tiny_gqa");
+    let prompt = llm.tokenizer.encode("The quick brown fox", true).unwrap();
+    let r = llm.generate_ids(&prompt, &greedy(6)).unwrap();
+    assert_eq!((r.prompt_tokens, r.tokens.len(), r.total_tokens), (prompt.len(), 6, prompt.len() + 6));
+    assert_eq!(r.text, llm.tokenizer.decode(&r.tokens, true).unwrap());
+    assert!(r.ms_per_token > 0.0 && r.prefill_ms > 0.0, "{r:?}");
+    // one token: no decode step ran, so there is no decode speed to report
+    let one = llm.generate_ids(&prompt, &greedy(1)).unwrap();
+    assert_eq!((one.tokens.len(), one.ms_per_token), (1, 0.0));
+    assert_eq!(one.tokens[0], r.tokens[0]);
+}
+
+#[test]
 fn cuda_without_a_gpu_is_an_error() {
     let r = Llm::load(&fixture("tiny_gqa"), &LoadOptions { device: Device::Cuda, ..Default::default() });
     assert!(matches!(r, Err(Error::CudaUnavailable)));
