@@ -2,6 +2,8 @@
 //!
 //! cargo run --release -p viva_bench --bin cpu_generate -- [CHECKPOINT] [NEW_TOKENS] [RUNS]
 //! Prints a markdown table and appends it (with date, machine, commit) to bench/results/cpu_generate.md.
+//! Prefill tok/s = prompt tokens / `GenerateResult::prefill_ms`; decode ms/token =
+//! `GenerateResult::ms_per_token` (mean interval between consecutive generated tokens).
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
     let args: Vec<String> = std::env::args().collect();
     let ckpt = args.get(1).map(PathBuf::from).unwrap_or_else(|| root.join("test/fixtures/tiny_mha_sharded"));
     let new_tokens: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
@@ -42,17 +45,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (pf, ms) = (median(prefill), median(decode));
     let c = &llm.config;
     let table = format!(
-        "| checkpoint | layers×hidden | load ms | prompt tokens | prefill tok/s | decode ms/token | decode tok/s |\n\
-         |---|---|---|---|---|---|---|\n\
-         | {} | {}×{} | {:.1} | {} | {:.1} | {:.3} | {:.1} |\n",
+        "| checkpoint | weights | layers×hidden | load ms | prompt tokens | prefill tok/s | decode ms/token | decode tok/s |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {:?} | {}×{} | {:.1} | {} | {:.1} | {:.3} | {:.1} |\n",
         ckpt.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+        llm.model.format,
         c.num_hidden_layers, c.hidden_size, load_ms, prompt_tokens, pf, ms, 1e3 / ms
     );
     print!("{table}");
     let header = format!(
-        "\n## {} — {} ({} threads), commit {}\n`cargo run --release -p viva_bench --bin cpu_generate -- {} {new_tokens} {runs}` \
-         (median of {runs} runs, {new_tokens} new tokens, greedy; no baseline in this table: the llama.cpp comparison comes with the CPU performance issue)\n\n",
+        "\n## {} — {} {} ({} threads), commit {}\n`cargo run --release -p viva_bench --bin cpu_generate -- {} {new_tokens} {runs}` \
+         (median of {runs} runs, {new_tokens} new tokens, greedy; prefill = prompt tokens / prefill wall time; decode ms/token = \
+         mean interval between consecutive generated tokens; no baseline in this table: the llama.cpp comparison comes with the CPU performance issue)\n\n",
         sh("date -u +%Y-%m-%dT%H:%MZ"),
+        sh("uname -m"),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         sh("git rev-parse --short HEAD"),
