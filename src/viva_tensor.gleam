@@ -102,6 +102,7 @@ pub type Error {
   EmptyPrompt
   TokenOutOfRange(id: Int, vocab: Int)
   NoTokenizer(path: String)
+  NoChatTemplate(path: String)
   IoError(path: String, detail: String)
   CudaUnavailable
   OutOfMemory
@@ -148,6 +149,28 @@ pub fn generate(
 ) -> Result(GenerateResult, Error) {
   ffi_generate(model, prompt, opts)
 }
+
+/// One chat turn: `role` is "system", "user" or "assistant".
+pub type Message {
+  Message(role: String, content: String)
+}
+
+/// Chat with the model's own template (tokenizer_config.json or the GGUF's), the assistant
+/// turn opened; generation stops at the model's EOS ids.
+pub fn chat(
+  model model: Model,
+  messages messages: List(Message),
+  opts opts: GenerateOpts,
+) -> Result(GenerateResult, Error) {
+  ffi_chat(model, messages, opts)
+}
+
+@external(erlang, "viva_tensor_ffi", "chat")
+fn ffi_chat(
+  model: Model,
+  messages: List(Message),
+  opts: GenerateOpts,
+) -> Result(GenerateResult, Error)
 
 @external(erlang, "viva_tensor_ffi", "load_model")
 fn ffi_load_model(path: String) -> Result(Model, Error)

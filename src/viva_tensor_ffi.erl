@@ -3,7 +3,7 @@
 %% field-less constructors are bare atoms; the Reason terms of viva_tensor_llm already have
 %% that shape except where a value must become a String.
 -module(viva_tensor_ffi).
--export([load_model/1, load_model_with/2, generate/3, reason/1]).
+-export([load_model/1, load_model_with/2, generate/3, chat/3, reason/1]).
 
 load_model(Path) ->
     reason(viva_tensor_llm:load(Path)).
@@ -18,16 +18,25 @@ load_model_with(Path, {load_opts, NumLayers, TokenizerPath, Device, Weights, Blo
     reason(viva_tensor_llm:load(Path, Opts)).
 
 %% {generate_opts, MaxNewTokens, Temperature, TopK, TopP, Seed, StopOnEos}
-generate(Model, Prompt, {generate_opts, MaxNew, Temperature, TopK, TopP, Seed, StopOnEos}) ->
+generate(Model, Prompt, Opts) ->
+    generate_with(fun(O) -> viva_tensor_llm:generate(Model, Prompt, O) end, Opts).
+
+%% Runs Call with the Gleam GenerateOpts as an option map; the result as a GenerateResult.
+generate_with(Call, {generate_opts, MaxNew, Temperature, TopK, TopP, Seed, StopOnEos}) ->
     Opts = #{max_new_tokens => MaxNew, temperature => Temperature,
              top_k => case TopK of top_k_infinity -> infinity; {top_k, K} -> K end,
              top_p => TopP, seed => Seed, stop_on_eos => StopOnEos},
-    case viva_tensor_llm:generate(Model, Prompt, Opts) of
+    case Call(Opts) of
         {ok, #{text := Text, tokens := Tokens, ms_per_token := Ms, total_tokens := Total}} ->
             {ok, {generate_result, Text, Tokens, float(Ms), Total}};
         Other ->
             reason(Other)
     end.
+
+%% Messages: [{message, Role, Content}]
+chat(Model, Messages, Opts) ->
+    Maps = [#{role => R, content => C} || {message, R, C} <- Messages],
+    generate_with(fun(O) -> viva_tensor_llm:chat(Model, Maps, O) end, Opts).
 
 reason({ok, _} = Ok) -> Ok;
 reason({error, {invalid_option, Key, Value}}) ->
@@ -36,7 +45,7 @@ reason({error, R}) when R =:= invalid_utf8; R =:= empty_prompt; R =:= cuda_unava
                         R =:= out_of_memory; R =:= cancelled ->
     {error, R};
 reason({error, {Tag, _} = R}) when Tag =:= file_not_found; Tag =:= missing_tensor;
-                                   Tag =:= no_tokenizer; Tag =:= internal ->
+                                   Tag =:= no_tokenizer; Tag =:= no_chat_template; Tag =:= internal ->
     {error, setelement(2, R, text(element(2, R)))};
 reason({error, {Tag, A, B}}) when Tag =:= bad_format; Tag =:= unsupported_dtype; Tag =:= io_error ->
     {error, {Tag, text(A), text(B)}};

@@ -17,7 +17,7 @@
 %% `{ok, _}' or `{error, Reason}'; README.md lists the Reasons.
 -module(viva_tensor_llm).
 
--export([load/1, load/2, generate/2, generate/3, info/1]).
+-export([load/1, load/2, generate/2, generate/3, chat/2, chat/3, info/1]).
 -export([load_options/0, generate_options/0, defaults/1]).
 
 -export_type([model/0, reason/0, load_opts/0, generate_opts/0, result/0, option_spec/0]).
@@ -150,6 +150,50 @@ generate(Model, Prompt, Opts) ->
                fun([FullOpts, PromptBin]) ->
                        viva_tensor_nif:model_generate(Model, PromptBin, FullOpts)
                end).
+
+%% @doc Chat with the model's own template (tokenizer_config.json or GGUF
+%% `chat_template'), the assistant turn opened; generation stops at the model's EOS ids
+%% (ChatML `<|im_end|>', Llama-3 `<|eot_id|>', generation_config.json lists).
+%% `Messages' is a list of `#{role => R, content => C}' maps (atom or binary keys; atoms,
+%% strings or binaries as values). A checkpoint without a template gives
+%% `{error, {no_chat_template, Path}}'; a malformed list `{error, {invalid_option, messages, M}}'.
+-spec chat(model(), [map()]) -> {ok, result()} | {error, reason()}.
+chat(Model, Messages) ->
+    chat(Model, Messages, #{}).
+
+-spec chat(model(), [map()], generate_opts()) -> {ok, result()} | {error, reason()}.
+chat(Model, Messages, Opts) ->
+    maybe_call([fun() -> validate(Opts, generate_options()) end,
+                fun() -> messages(Messages) end],
+               fun([FullOpts, Pairs]) ->
+                       viva_tensor_nif:model_chat(Model, Pairs, FullOpts)
+               end).
+
+%% [{RoleBin, ContentBin}] from a list of message maps.
+messages(Messages) when is_list(Messages) ->
+    try {ok, [message(M) || M <- Messages]}
+    catch throw:bad -> {error, {invalid_option, messages, Messages}}
+    end;
+messages(Messages) ->
+    {error, {invalid_option, messages, Messages}}.
+
+message(M) when is_map(M) -> {field(M, role), field(M, content)};
+message(_) -> throw(bad).
+
+field(M, Key) ->
+    V = case M of
+            #{Key := X} -> X;
+            #{} -> maps:get(atom_to_binary(Key), M, undefined)
+        end,
+    case V of
+        undefined -> throw(bad);
+        A when is_atom(A) -> atom_to_binary(A);
+        _ ->
+            case prompt_binary(V) of
+                {ok, B} -> B;
+                _ -> throw(bad)
+            end
+    end.
 
 %% @doc The loaded model's configuration (config.json fields after defaults and
 %% generation_config.json), plus `tokenizer_vocab_size'.

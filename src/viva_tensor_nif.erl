@@ -14,7 +14,7 @@
 %% {@link viva_tensor_llm}, which owns option validation and defaults.
 -module(viva_tensor_nif).
 
--export([model_load/2, model_generate/3, model_info/1]).
+-export([model_load/2, model_generate/3, model_chat/3, model_info/1]).
 %% Low-level resources (viva_tensor_lowlevel validates and documents them).
 -export([prepack_fp8_weight/2, prepack_fp8_weight_blocked/3, packed_info/1,
          linear_fp8_w8a16/3, linear_fp8/3, linear_gelu_fp8/3, linear_swiglu_fp8/3,
@@ -53,6 +53,10 @@ model_generate(_Model, _Prompt, _Opts) -> not_loaded().
 %% @doc The model's configuration as a map.
 -spec model_info(reference()) -> {ok, map()} | {error, term()}.
 model_info(_Model) -> not_loaded().
+
+%% @doc Chat with the model's template; `Messages' is `[{RoleBin, ContentBin}]'.
+-spec model_chat(reference(), [{binary(), binary()}], map()) -> {ok, map()} | {error, term()}.
+model_chat(_Model, _Messages, _Opts) -> not_loaded().
 
 %% Low-level resources: see viva_tensor_lowlevel.
 %% @private

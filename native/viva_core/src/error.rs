@@ -39,6 +39,9 @@ pub enum Error {
     /// No tokenizer.json was found beside the weights and none was given.
     #[error("no tokenizer found for {0}")]
     NoTokenizer(String),
+    /// chat() on a model whose checkpoint has no chat template.
+    #[error("no chat template for {0}")]
+    NoChatTemplate(String),
     /// Reading a file failed after it was found (permissions, I/O).
     #[error("I/O error on {path}: {detail}")]
     Io { path: String, detail: String },

@@ -2,6 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::chat::{ChatTemplate, Message};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
@@ -96,6 +97,8 @@ pub struct Llm {
     pub config: ModelConfig,
     pub model: Model,
     pub tokenizer: Tokenizer,
+    /// tokenizer_config.json's or the GGUF's `chat_template`, when the checkpoint has one.
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl Llm {
@@ -103,15 +106,18 @@ impl Llm {
         if opts.device == Device::Cuda {
             return Err(Error::CudaUnavailable);
         }
-        let (ckpt, mut config, gguf_tokenizer) = if path.extension().is_some_and(|e| e == "gguf") {
-            // GGUF: weights, config and tokenizer all come from the one file
+        let (ckpt, mut config, gguf_tokenizer, chat_template) = if path.extension().is_some_and(|e| e == "gguf") {
+            // GGUF: weights, config, tokenizer and chat template all come from the one file
             let g = Gguf::open(path)?;
             let config = g.llama_config()?;
-            (g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?))
+            let chat = crate::gguf::tokenizer::chat_template(&g);
+            (g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat)
         } else {
             let ckpt = Checkpoint::open(path)?;
             let config = ModelConfig::for_checkpoint(&ckpt)?;
-            (ckpt, config, None)
+            let tc = ckpt.dir.join("tokenizer_config.json");
+            let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
+            (ckpt, config, None, chat)
         };
         if let Some(n) = opts.num_layers {
             if n == 0 || n > config.num_hidden_layers {
@@ -131,7 +137,7 @@ impl Llm {
             });
         }
         let model = Model::new(&ckpt, config.clone(), opts.weights)?;
-        Ok(Llm { config, model, tokenizer })
+        Ok(Llm { config, model, tokenizer, chat_template })
     }
 
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {
@@ -195,6 +201,16 @@ impl Llm {
             ms_per_token,
             prefill_ms,
         })
+    }
+
+    /// The model's chat template applied to `messages` (assistant turn opened), then generated
+    /// from; the rendered text carries its own BOS, so it is encoded without special tokens
+    /// (as HF's apply_chat_template does).
+    pub fn chat(&self, messages: &[Message], opts: &GenerateOptions) -> Result<GenerateResult> {
+        let template = self.chat_template.as_ref().ok_or_else(|| Error::NoChatTemplate(self.tokenizer.path().display().to_string()))?;
+        let prompt = template.render(messages, true)?;
+        let ids = self.tokenizer.encode(&prompt, false)?;
+        self.generate_ids(&ids, opts)
     }
 
     /// Logits after the last of `ids` (tests and fixtures).

@@ -52,3 +52,30 @@ fn fp8_default_agreement_is_reported_and_says_paris() {
     let r = llm.generate("The capital of France is", &greedy(8)).unwrap();
     assert!(r.text.contains("Paris"), "{:?}", r.text);
 }
+
+/// The GGUF's own chat template (rendered as transformers does) and a chat answer with "Paris".
+#[test]
+#[ignore = "needs VIVA_SMOLLM2_GGUF"]
+fn chat_template_and_a_chat_answer() {
+    use viva_core::chat::Message;
+    let llm = Llm::load(&gguf(), &LoadOptions { weights: WeightFormat::Native, ..Default::default() }).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/chat/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let template = llm.chat_template.as_ref().expect("the GGUF has a chat template");
+    for case in exp["cases"]["smollm2_gguf"].as_array().unwrap() {
+        let msgs: Vec<Message> = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Message { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() })
+            .collect();
+        assert_eq!(template.render(&msgs, case["add_generation_prompt"].as_bool().unwrap()).unwrap(), case["text"].as_str().unwrap());
+    }
+    let q = [Message { role: "user".into(), content: "What is the capital of France?".into() }];
+    let r = llm.chat(&q, &GenerateOptions { max_new_tokens: 30, ..Default::default() }).unwrap();
+    assert!(r.text.contains("Paris"), "{:?}", r.text);
+    assert_eq!(r.tokens.last(), Some(&2), "stops at <|im_end|>: {:?}", r.text);
+    eprintln!("chat answer: {:?}", r.text);
+}

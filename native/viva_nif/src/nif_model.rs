@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Binary, Encoder, Env, ResourceArc, Term};
+use viva_core::chat::Message;
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions};
 use viva_core::quant::fp8::Blocking;
@@ -27,7 +28,7 @@ rustler::atoms! {
     native, per_channel,
     max_new_tokens, temperature, top_k, top_p, seed, stop_on_eos, infinity,
     // argument names used in `{invalid_option, Arg, Value}` for non-option arguments
-    path, prompt, model, opts,
+    path, prompt, model, opts, messages,
     // result and info keys
     tokens, text, ms_per_token, total_tokens,
     hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
@@ -100,6 +101,37 @@ fn model_generate<'a>(
             return error_tuple(env, &e);
         }
         match handle.0.generate(text, &gen_opts) {
+            Ok(result) => encode_result(env, &result),
+            Err(e) => error_tuple(env, &e),
+        }
+    })
+}
+
+/// Chat: `Messages` is a list of `{Role, Content}` binaries (viva_tensor_llm:chat/3 builds it);
+/// the model's chat template renders them with the assistant turn opened.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn model_chat<'a>(env: Env<'a>, model_term: Term<'a>, messages_term: Term<'a>, opts_term: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let handle: ResourceArc<ModelResource> = match model_term.decode() {
+            Ok(h) => h,
+            Err(_) => return invalid_option_error(env, model().encode(env), model_term),
+        };
+        let pairs: Vec<(Binary, Binary)> = match messages_term.decode() {
+            Ok(p) => p,
+            Err(_) => return invalid_option_error(env, messages().encode(env), messages_term),
+        };
+        let mut msgs = Vec::with_capacity(pairs.len());
+        for (role, content) in pairs {
+            match (std::str::from_utf8(role.as_slice()), std::str::from_utf8(content.as_slice())) {
+                (Ok(r), Ok(c)) => msgs.push(Message { role: r.to_string(), content: c.to_string() }),
+                _ => return error_tuple(env, &viva_core::Error::InvalidUtf8),
+            }
+        }
+        let gen_opts = match decode_generate_options(env, opts_term) {
+            Ok(o) => o,
+            Err(bad) => return invalid_option_error(env, bad.key, bad.value),
+        };
+        match handle.0.chat(&msgs, &gen_opts) {
             Ok(result) => encode_result(env, &result),
             Err(e) => error_tuple(env, &e),
         }

@@ -73,3 +73,17 @@ pub fn tokenizer_json(g: &Gguf) -> Result<String> {
     });
     serde_json::to_string(&doc).map_err(|e| Error::Internal(format!("tokenizer json: {e}")))
 }
+
+/// `tokenizer.chat_template`, with BOS/EOS token texts from the token list.
+pub fn chat_template(g: &Gguf) -> Option<crate::chat::ChatTemplate> {
+    let source = g.get_str("tokenizer.chat_template")?.to_string();
+    let tokens = g.get_array("tokenizer.ggml.tokens");
+    let text = |key: &str| {
+        g.get_u64(key)
+            .and_then(|id| tokens.and_then(|t| t.get(id as usize)))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Some(crate::chat::ChatTemplate::new(source, text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id"), &g.path))
+}
