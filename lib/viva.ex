@@ -180,6 +180,60 @@ defmodule Viva do
   def chat!(model, messages, opts \\ []), do: unwrap!(chat(model, messages, opts))
 
   @doc """
+  Streams a generation as a lazy `Stream` of text chunks (valid UTF-8; they concatenate to
+  `generate/3`'s text). Enumerating it starts the native work on its own thread; halting the
+  enumeration early (`Enum.take/2`) or the consumer process dying stops it and frees its
+  memory. An error raises `Viva.Error`. Options as `generate/3`.
+
+  ## Examples
+
+      model |> Viva.stream("Once upon a time", max_new_tokens: 40) |> Enum.each(&IO.write/1)
+  """
+  @spec stream(model, String.t(), keyword | map) :: Enumerable.t()
+  def stream(model, prompt, opts \\ []) do
+    Stream.resource(
+      fn ->
+        with {:ok, map} <- to_map(opts),
+             {:ok, ref} <- :viva_tensor_llm.stream(model, prompt, map, self()) do
+          ref
+        else
+          {:error, reason} -> raise Viva.Error, reason: reason
+        end
+      end,
+      fn
+        :done ->
+          {:halt, :done}
+
+        ref ->
+          receive do
+            {:viva_token, ^ref, chunk} -> {[chunk], ref}
+            {:viva_done, ^ref, _result} -> {:halt, :done}
+            {:viva_error, ^ref, reason} -> raise Viva.Error, reason: reason
+          end
+      end,
+      fn
+        :done ->
+          :ok
+
+        ref ->
+          :viva_tensor_llm.cancel(ref)
+          drain(ref)
+      end
+    )
+  end
+
+  # After a cancel: drop the chunks already sent, up to the stream's last message.
+  defp drain(ref) do
+    receive do
+      {:viva_token, ^ref, _} -> drain(ref)
+      {:viva_done, ^ref, _} -> :ok
+      {:viva_error, ^ref, _} -> :ok
+    after
+      5_000 -> :ok
+    end
+  end
+
+  @doc """
   The loaded model's configuration (`config.json` fields after defaults and
   `generation_config.json`), plus `:tokenizer_vocab_size`.
 

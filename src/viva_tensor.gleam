@@ -165,6 +165,42 @@ pub fn chat(
   ffi_chat(model, messages, opts)
 }
 
+/// A streaming generation started by `stream`; its chunks arrive in the calling process.
+pub type Stream
+
+pub type StreamEvent {
+  /// The next piece of text (valid UTF-8).
+  Chunk(String)
+  Done(GenerateResult)
+  Failed(Error)
+  TimedOut
+}
+
+/// Starts a generation whose text chunks are sent to the calling process; read them with
+/// `next`. The native work stops on `cancel` or when this process dies.
+pub fn stream(
+  model model: Model,
+  prompt prompt: String,
+  opts opts: GenerateOpts,
+) -> Result(Stream, Error) {
+  ffi_stream(model, prompt, opts)
+}
+
+/// Waits up to `timeout_ms` for the stream's next event.
+@external(erlang, "viva_tensor_ffi", "stream_next")
+pub fn next(stream: Stream, timeout_ms: Int) -> StreamEvent
+
+/// Stops the stream (its last event is then `Failed(Cancelled)`).
+@external(erlang, "viva_tensor_ffi", "stream_cancel")
+pub fn cancel(stream: Stream) -> Nil
+
+@external(erlang, "viva_tensor_ffi", "stream")
+fn ffi_stream(
+  model: Model,
+  prompt: String,
+  opts: GenerateOpts,
+) -> Result(Stream, Error)
+
 @external(erlang, "viva_tensor_ffi", "chat")
 fn ffi_chat(
   model: Model,

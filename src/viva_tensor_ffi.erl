@@ -3,7 +3,8 @@
 %% field-less constructors are bare atoms; the Reason terms of viva_tensor_llm already have
 %% that shape except where a value must become a String.
 -module(viva_tensor_ffi).
--export([load_model/1, load_model_with/2, generate/3, chat/3, reason/1]).
+-export([load_model/1, load_model_with/2, generate/3, chat/3, stream/3, stream_next/2,
+         stream_cancel/1, reason/1]).
 
 load_model(Path) ->
     reason(viva_tensor_llm:load(Path)).
@@ -22,21 +23,42 @@ generate(Model, Prompt, Opts) ->
     generate_with(fun(O) -> viva_tensor_llm:generate(Model, Prompt, O) end, Opts).
 
 %% Runs Call with the Gleam GenerateOpts as an option map; the result as a GenerateResult.
-generate_with(Call, {generate_opts, MaxNew, Temperature, TopK, TopP, Seed, StopOnEos}) ->
-    Opts = #{max_new_tokens => MaxNew, temperature => Temperature,
-             top_k => case TopK of top_k_infinity -> infinity; {top_k, K} -> K end,
-             top_p => TopP, seed => Seed, stop_on_eos => StopOnEos},
-    case Call(Opts) of
+generate_with(Call, Opts) ->
+    case Call(option_map(Opts)) of
         {ok, #{text := Text, tokens := Tokens, ms_per_token := Ms, total_tokens := Total}} ->
             {ok, {generate_result, Text, Tokens, float(Ms), Total}};
         Other ->
             reason(Other)
     end.
 
+option_map({generate_opts, MaxNew, Temperature, TopK, TopP, Seed, StopOnEos}) ->
+    #{max_new_tokens => MaxNew, temperature => Temperature,
+      top_k => case TopK of top_k_infinity -> infinity; {top_k, K} -> K end,
+      top_p => TopP, seed => Seed, stop_on_eos => StopOnEos}.
+
 %% Messages: [{message, Role, Content}]
 chat(Model, Messages, Opts) ->
     Maps = [#{role => R, content => C} || {message, R, C} <- Messages],
     generate_with(fun(O) -> viva_tensor_llm:chat(Model, Maps, O) end, Opts).
+
+stream(Model, Prompt, Opts) ->
+    reason(viva_tensor_llm:stream(Model, Prompt, option_map(Opts), self())).
+
+%% -> {chunk, Text} | {done, GenerateResult} | {failed, Error} | timed_out
+stream_next(Ref, Timeout) ->
+    receive
+        {viva_token, Ref, Chunk} -> {chunk, Chunk};
+        {viva_done, Ref, #{text := Text, tokens := Tokens, ms_per_token := Ms, total_tokens := Total}} ->
+            {done, {generate_result, Text, Tokens, float(Ms), Total}};
+        {viva_error, Ref, Reason} ->
+            {error, E} = reason({error, Reason}),
+            {failed, E}
+    after Timeout -> timed_out
+    end.
+
+stream_cancel(Ref) ->
+    _ = viva_tensor_llm:cancel(Ref),
+    nil.
 
 reason({ok, _} = Ok) -> Ok;
 reason({error, {invalid_option, Key, Value}}) ->

@@ -17,7 +17,7 @@
 %% `{ok, _}' or `{error, Reason}'; README.md lists the Reasons.
 -module(viva_tensor_llm).
 
--export([load/1, load/2, generate/2, generate/3, chat/2, chat/3, info/1]).
+-export([load/1, load/2, generate/2, generate/3, chat/2, chat/3, stream/4, cancel/1, info/1]).
 -export([load_options/0, generate_options/0, defaults/1]).
 
 -export_type([model/0, reason/0, load_opts/0, generate_opts/0, result/0, option_spec/0]).
@@ -194,6 +194,27 @@ field(M, Key) ->
                 _ -> throw(bad)
             end
     end.
+
+%% @doc Streams a generation to `Pid': `{ok, Ref}' at once, then messages
+%% `{viva_token, Ref, TextChunk}' (valid UTF-8 chunks that concatenate to `generate/3''s
+%% text), and finally `{viva_done, Ref, Result}' (the map `generate/3' returns) or
+%% `{viva_error, Ref, Reason}'. The native work runs on its own thread; it stops and frees
+%% its memory on {@link cancel/1} (then `{viva_error, Ref, cancelled}') or as soon as `Pid'
+%% is dead.
+-spec stream(model(), unicode:chardata(), generate_opts(), pid()) -> {ok, reference()} | {error, reason()}.
+stream(Model, Prompt, Opts, Pid) when is_pid(Pid) ->
+    maybe_call([fun() -> validate(Opts, generate_options()) end,
+                fun() -> prompt_binary(Prompt) end],
+               fun([FullOpts, PromptBin]) ->
+                       viva_tensor_nif:model_stream(Model, PromptBin, FullOpts, Pid)
+               end);
+stream(_Model, _Prompt, _Opts, Pid) ->
+    {error, {invalid_option, pid, Pid}}.
+
+%% @doc Stops a stream started by {@link stream/4}.
+-spec cancel(reference()) -> ok | {error, reason()}.
+cancel(Ref) ->
+    viva_tensor_nif:stream_cancel(Ref).
 
 %% @doc The loaded model's configuration (config.json fields after defaults and
 %% generation_config.json), plus `tokenizer_vocab_size'.

@@ -14,7 +14,8 @@
 %% {@link viva_tensor_llm}, which owns option validation and defaults.
 -module(viva_tensor_nif).
 
--export([model_load/2, model_generate/3, model_chat/3, model_info/1]).
+-export([model_load/2, model_generate/3, model_chat/3, model_info/1,
+         model_stream/4, stream_cancel/1, stream_active_count/0]).
 %% Low-level resources (viva_tensor_lowlevel validates and documents them).
 -export([prepack_fp8_weight/2, prepack_fp8_weight_blocked/3, packed_info/1,
          linear_fp8_w8a16/3, linear_fp8/3, linear_gelu_fp8/3, linear_swiglu_fp8/3,
@@ -57,6 +58,18 @@ model_info(_Model) -> not_loaded().
 %% @doc Chat with the model's template; `Messages' is `[{RoleBin, ContentBin}]'.
 -spec model_chat(reference(), [{binary(), binary()}], map()) -> {ok, map()} | {error, term()}.
 model_chat(_Model, _Messages, _Opts) -> not_loaded().
+
+%% @doc Starts a streaming generation to `Pid'; `{ok, Ref}' at once.
+-spec model_stream(reference(), binary(), map(), pid()) -> {ok, reference()} | {error, term()}.
+model_stream(_Model, _Prompt, _Opts, _Pid) -> not_loaded().
+
+%% @doc Asks a stream to stop.
+-spec stream_cancel(reference()) -> ok | {error, term()}.
+stream_cancel(_Ref) -> not_loaded().
+
+%% @doc Native stream threads alive now.
+-spec stream_active_count() -> non_neg_integer().
+stream_active_count() -> not_loaded().
 
 %% Low-level resources: see viva_tensor_lowlevel.
 %% @private

@@ -21,6 +21,7 @@ pub fn main() -> Nil {
     #("a low-level decode_step loop gives generate's tokens", decode_loop),
     #("fp8 prepack + linear shapes and errors", fp8_linear),
     #("safetensors header and tokenizer helpers", helpers),
+    #("stream chunks concatenate to generate's text", streaming),
   ])
 }
 
@@ -306,3 +307,25 @@ fn lift(r: Result(a, Error)) -> Result(a, String) {
 
 @external(erlang, "viva_tensor_gleam_test_ffi", "expected_ids")
 fn expected_ids(name: String) -> List(Int)
+
+fn streaming() -> Result(Nil, String) {
+  use model <- try(load("tiny_gqa"))
+  use want <- try(gen(model, "The quick brown fox", greedy_opts(20)))
+  use s <- try(
+    lift(viva_tensor.stream(model, "The quick brown fox", greedy_opts(20))),
+  )
+  use text <- try(drain(s, ""))
+  case text == want.text {
+    True -> Ok(Nil)
+    False -> Error("streamed text differs from generate")
+  }
+}
+
+fn drain(s: viva_tensor.Stream, acc: String) -> Result(String, String) {
+  case viva_tensor.next(s, 30_000) {
+    viva_tensor.Chunk(c) -> drain(s, acc <> c)
+    viva_tensor.Done(_) -> Ok(acc)
+    viva_tensor.Failed(e) -> Error(describe(e))
+    viva_tensor.TimedOut -> Error("stream timed out")
+  }
+}

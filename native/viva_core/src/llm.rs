@@ -149,7 +149,9 @@ impl Llm {
         self.generate_with(prompt_ids, opts, |_| Ok(()))
     }
 
-    /// Generation with a callback per completed text chunk (valid UTF-8, non-empty).
+    /// Generation with a callback after every sampled token, given the text that token completes
+    /// (valid UTF-8, possibly empty); an `Err` from the callback (e.g. `Cancelled`) stops the
+    /// generation and is returned.
     pub fn generate_with(
         &self,
         prompt_ids: &[u32],
@@ -174,9 +176,7 @@ impl Llm {
             last_at = Some(now);
             tokens.push(id);
             let chunk = session.detokenize(&self.tokenizer, id)?;
-            if !chunk.is_empty() {
-                on_text(&chunk)?;
-            }
+            on_text(&chunk)?;
             if opts.stop_on_eos && self.config.eos_token_ids.contains(&id) {
                 break;
             }

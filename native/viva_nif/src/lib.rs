@@ -4,6 +4,7 @@
 mod nif_helpers;
 mod nif_lowlevel;
 mod nif_model;
+mod nif_stream;
 mod reason;
 mod resources;
 

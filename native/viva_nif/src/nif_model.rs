@@ -39,9 +39,9 @@ rustler::atoms! {
 }
 
 /// A term the NIF could not accept: the `{invalid_option, Key, Value}` to report.
-struct BadTerm<'a> {
-    key: Term<'a>,
-    value: Term<'a>,
+pub(crate) struct BadTerm<'a> {
+    pub(crate) key: Term<'a>,
+    pub(crate) value: Term<'a>,
 }
 
 impl<'a> BadTerm<'a> {
@@ -245,7 +245,7 @@ fn decode_load_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<LoadOptions, 
     Ok(out)
 }
 
-fn decode_generate_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<GenerateOptions, BadTerm<'a>> {
+pub(crate) fn decode_generate_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<GenerateOptions, BadTerm<'a>> {
     let mut out = GenerateOptions::default();
     for (k, v) in map_entries(env, term)? {
         let bad = || BadTerm { key: k, value: v };
@@ -288,7 +288,8 @@ fn is_atom(term: Term, atom: Atom) -> bool {
     term.decode::<Atom>().map(|a| a == atom).unwrap_or(false)
 }
 
-fn encode_result<'a>(env: Env<'a>, r: &GenerateResult) -> Term<'a> {
+/// `#{tokens, text, ms_per_token, total_tokens}` (None if the map cannot be built).
+pub(crate) fn result_map<'a>(env: Env<'a>, r: &GenerateResult) -> Option<Term<'a>> {
     let keys = [tokens(), text(), ms_per_token(), total_tokens()].map(|a| a.encode(env));
     let values = [
         r.tokens.as_slice().encode(env),
@@ -296,9 +297,13 @@ fn encode_result<'a>(env: Env<'a>, r: &GenerateResult) -> Term<'a> {
         r.ms_per_token.encode(env),
         r.total_tokens.encode(env),
     ];
-    match Term::map_from_term_arrays(env, &keys, &values) {
-        Ok(map) => (reason::ok(), map).encode(env),
-        Err(_) => internal_error(env, "could not build the result map"),
+    Term::map_from_term_arrays(env, &keys, &values).ok()
+}
+
+fn encode_result<'a>(env: Env<'a>, r: &GenerateResult) -> Term<'a> {
+    match result_map(env, r) {
+        Some(map) => (reason::ok(), map).encode(env),
+        None => internal_error(env, "could not build the result map"),
     }
 }
 
