@@ -87,6 +87,10 @@ load_options() ->
      {device, auto, fun v_device/1,
       <<"`auto`, `cpu` or `cuda`. `auto` runs on the CPU today; `cuda` gives "
         "`{error, cuda_unavailable}` until the GPU backend lands.">>},
+     {progress, none, fun v_progress/1,
+      <<"A pid that receives `{viva_load_progress, Stage, Done, Total, Detail}` messages "
+        "(Stage `file`, `layer`, `tokenizer`, `ready`), or `none`. Every load also logs one line "
+        "per file and per transformer block (debug) through OTP logger.">>},
      {weights, fp8, fun v_weights/1,
       <<"Weight format: `fp8` (E4M3 weight-only with blocked scales, half of bf16's bytes), "
         "`bf16`, or `native` (the checkpoint's own dtype, memory-mapped; the path whose greedy "
@@ -133,7 +137,30 @@ load(Path) ->
 load(Path, Opts) ->
     maybe_call([fun() -> path_binary(Path) end,
                 fun() -> validate(Opts, load_options()) end],
-               fun([PathBin, FullOpts]) -> viva_tensor_nif:model_load(PathBin, FullOpts) end).
+               fun([PathBin, FullOpts]) -> load_reporting(PathBin, FullOpts) end).
+
+%% The NIF sends one message per mapped file, per transformer block and for the tokenizer;
+%% a helper process turns them into logger lines (info for files and the finished load,
+%% debug per block) and forwards them to the caller's `progress' pid, if any.
+load_reporting(PathBin, #{progress := Forward} = FullOpts) ->
+    Reporter = spawn(fun() -> report_progress(PathBin, Forward) end),
+    Result = viva_tensor_nif:model_load(PathBin, FullOpts#{progress => Reporter}),
+    Ref = monitor(process, Reporter),
+    Reporter ! stop,  % after every progress message: one sender, ordered delivery
+    receive {'DOWN', Ref, process, Reporter, _} -> ok end,
+    Result.
+
+report_progress(Path, Forward) ->
+    receive
+        {viva_load_progress, Stage, Done, Total, Detail} = Msg ->
+            Level = case Stage of layer -> debug; _ -> info end,
+            %% no domain metadata: the default handler drops domains other than otp/sasl
+            logger:log(Level, "viva_tensor: loading ~ts: ~ts ~b/~b ~ts", [Path, Stage, Done, Total, Detail]),
+            is_pid(Forward) andalso (Forward ! Msg),
+            report_progress(Path, Forward);
+        stop ->
+            ok
+    end.
 
 %% @equiv generate(Model, Prompt, #{})
 -spec generate(model(), unicode:chardata()) -> {ok, result()} | {error, reason()}.
@@ -297,6 +324,10 @@ v_path(_) -> error.
 
 v_device(D) when D =:= auto; D =:= cpu; D =:= cuda -> {ok, D};
 v_device(_) -> error.
+
+v_progress(none) -> {ok, none};
+v_progress(P) when is_pid(P) -> {ok, P};
+v_progress(_) -> error.
 
 v_weights(W) when W =:= fp8; W =:= bf16; W =:= native -> {ok, W};
 v_weights(_) -> error.

@@ -410,3 +410,17 @@ empty_prompt(Ctx) ->
 load(Path) -> load(Path, #{}).
 load(Path, Opts) when is_map(Opts) -> viva_tensor_llm:load(Path, maps:merge(#{weights => native}, Opts));
 load(Path, Opts) -> viva_tensor_llm:load(Path, Opts).
+
+load_progress_test() ->
+    Dir = viva_tensor_test_support:fixture("tiny_mha_sharded"),
+    {ok, _} = viva_tensor_llm:load(Dir, #{progress => self()}),
+    Msgs = fun F(Acc) -> receive {viva_load_progress, _, _, _, _} = M -> F([M | Acc]) after 0 -> lists:reverse(Acc) end end([]),
+    Stages = [S || {viva_load_progress, S, _, _, _} <- Msgs],
+    ?assertEqual([file, file, tokenizer, layer, layer, layer, ready], Stages),
+    ?assertMatch([{viva_load_progress, layer, 3, 3, <<"model.layers.2">>}],
+                 [M || {viva_load_progress, layer, 3, _, _} = M <- Msgs]),
+    ?assertEqual({error, {invalid_option, progress, 5}}, viva_tensor_llm:load(Dir, #{progress => 5})),
+    %% a dead receiver does not stop the load
+    Dead = spawn(fun() -> ok end),
+    timer:sleep(10),
+    ?assertMatch({ok, _}, viva_tensor_llm:load(Dir, #{progress => Dead})).

@@ -93,6 +93,15 @@ const _: () = {
     shared::<Llm>();
 };
 
+/// One step of a load, for progress reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProgress {
+    pub stage: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub detail: String,
+}
+
 pub struct Llm {
     pub config: ModelConfig,
     pub model: Model,
@@ -103,6 +112,12 @@ pub struct Llm {
 
 impl Llm {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(path, opts, &mut |_| {})
+    }
+
+    /// `load`, reporting each step: every mapped file ("file"), every transformer block packed
+    /// into the load's weight format ("layer", done of total), the tokenizer, then "ready".
+    pub fn load_with_progress(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self> {
         if opts.device == Device::Cuda {
             return Err(Error::CudaUnavailable);
         }
@@ -119,6 +134,9 @@ impl Llm {
             let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
             (ckpt, config, None, chat)
         };
+        for (i, f) in ckpt.files.iter().enumerate() {
+            progress(LoadProgress { stage: "file", done: i + 1, total: ckpt.files.len(), detail: f.display().to_string() });
+        }
         if let Some(n) = opts.num_layers {
             if n == 0 || n > config.num_hidden_layers {
                 return Err(Error::invalid_option("num_layers", n));
@@ -136,7 +154,12 @@ impl Llm {
                 got: vec![tokenizer.vocab_size()],
             });
         }
-        let model = Model::new(&ckpt, config.clone(), opts.weights)?;
+        progress(LoadProgress { stage: "tokenizer", done: 1, total: 1, detail: tokenizer.path().display().to_string() });
+        let total = config.num_hidden_layers;
+        let model = Model::new(&ckpt, config.clone(), opts.weights, &mut |l| {
+            progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
+        })?;
+        progress(LoadProgress { stage: "ready", done: 1, total: 1, detail: format!("{:?} weights", opts.weights) });
         Ok(Llm { config, model, tokenizer, chat_template })
     }
 

@@ -63,7 +63,8 @@ fn norm_weight(ckpt: &Checkpoint, name: &str, n: usize) -> Result<Vec<f32>> {
 impl Model {
     /// Binds every tensor the config implies, checking its shape. `config.num_hidden_layers`
     /// may be lower than the checkpoint's (the `num_layers` load option): only those blocks load.
-    pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat) -> Result<Self> {
+    /// `on_layer(i)` runs after block i is bound and packed (load progress).
+    pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat, on_layer: &mut dyn FnMut(usize)) -> Result<Self> {
         let (h, q, kv, inter, vocab) =
             (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
         let embed_t = ckpt.get_shaped("model.embed_tokens.weight", &[vocab, h])?;
@@ -86,6 +87,7 @@ impl Model {
                 gate_up: Linear::fuse(&[w("mlp.gate_proj.weight", &[inter, h])?, w("mlp.up_proj.weight", &[inter, h])?], format)?,
                 down: Linear::fuse(&[w("mlp.down_proj.weight", &[h, inter])?], format)?,
             });
+            on_layer(i);
         }
         let norm = norm_weight(ckpt, "model.norm.weight", h)?;
         let head_t = if config.tie_word_embeddings || !ckpt.contains("lm_head.weight") {

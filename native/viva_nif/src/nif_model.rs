@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustler::types::map::MapIterator;
-use rustler::{Atom, Binary, Encoder, Env, ResourceArc, Term};
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term};
 use viva_core::chat::Message;
 use viva_core::config::{ModelConfig, RopeScaling};
-use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions};
+use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions, LoadProgress};
 use viva_core::quant::fp8::Blocking;
 use viva_core::weights::WeightFormat;
 
@@ -28,7 +28,7 @@ rustler::atoms! {
     native, per_channel,
     max_new_tokens, temperature, top_k, top_p, seed, stop_on_eos, infinity,
     // argument names used in `{invalid_option, Arg, Value}` for non-option arguments
-    path, prompt, model, opts, messages,
+    path, prompt, model, opts, messages, progress, viva_load_progress, none,
     // result and info keys
     tokens, text, ms_per_token, total_tokens,
     hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
@@ -57,11 +57,27 @@ fn model_load<'a>(env: Env<'a>, path_term: Term<'a>, opts_term: Term<'a>) -> Ter
             Ok(p) => p,
             Err(bad) => return invalid_option_error(env, bad.key, bad.value),
         };
+        // `progress => Pid`: {viva_load_progress, Stage, Done, Total, Detail} messages to Pid
+        let (receiver, opts_term) = match opts_term.map_get(progress().encode(env)) {
+            Ok(p) => match (p.decode::<LocalPid>(), opts_term.map_remove(progress().encode(env))) {
+                (Ok(pid), Ok(rest)) => (Some(pid), rest),
+                (Err(_), Ok(rest)) if is_atom(p, none()) => (None, rest),
+                _ => return invalid_option_error(env, progress().encode(env), p),
+            },
+            Err(_) => (None, opts_term),
+        };
         let load_opts = match decode_load_options(env, opts_term) {
             Ok(o) => o,
             Err(bad) => return invalid_option_error(env, bad.key, bad.value),
         };
-        match Llm::load(&path_buf, &load_opts) {
+        let mut report = |p: LoadProgress| {
+            if let Some(pid) = &receiver {
+                // a dead receiver is not an error: loading goes on
+                let stage = Atom::from_str(env, p.stage).map(|a| a.encode(env)).unwrap_or_else(|_| p.stage.encode(env));
+                let _ = env.send(pid, (viva_load_progress(), stage, p.done, p.total, p.detail.as_str()));
+            }
+        };
+        match Llm::load_with_progress(&path_buf, &load_opts, &mut report) {
             Ok(llm) => {
                 let handle = ResourceArc::new(ModelResource(Arc::new(llm)));
                 (reason::ok(), handle).encode(env)
