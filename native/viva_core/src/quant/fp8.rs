@@ -55,19 +55,30 @@ pub fn e4m3_decode(c: u8) -> f32 {
 /// Smallest normal E4M3 magnitude; below it the grid step is 2^-9.
 const MIN_NORMAL: f32 = 1.0 / 64.0;
 
+/// The cases both encoders share: NaN → `Err(0)`, |v| ≥ 448 → `Err(±max)`; else the sign bit
+/// and |v| to round.
+#[inline]
+fn sign_and_magnitude(v: f32) -> Result<(u8, f32), u8> {
+    if v.is_nan() {
+        return Err(0);
+    }
+    let sign = if v.is_sign_negative() { 0x80 } else { 0 };
+    let x = v.abs();
+    if x >= E4M3_MAX {
+        return Err(sign | MAX_CODE);
+    }
+    Ok((sign, x))
+}
+
 /// f32 → E4M3, round to nearest even, saturating: |v| ≥ 448 (and ±inf) → ±448. NaN → +0, so a
 /// prepack never writes a NaN code. -0.0 → 0x80 (-0), which decodes to -0.0.
 /// Bit arithmetic on the f32 (a few ns); `e4m3_encode_ref` is the search-based twin.
 #[inline]
 pub fn e4m3_encode(v: f32) -> u8 {
-    if v.is_nan() {
-        return 0;
-    }
-    let sign = if v.is_sign_negative() { 0x80 } else { 0 };
-    let x = v.abs();
-    if x >= E4M3_MAX {
-        return sign | MAX_CODE;
-    }
+    let (sign, x) = match sign_and_magnitude(v) {
+        Ok(split) => split,
+        Err(code) => return code,
+    };
     if x < MIN_NORMAL {
         // subnormal: code = x / 2^-9 rounded half to even (8 lands exactly on the first normal)
         return sign | (x * 512.0).round_ties_even() as u8;
@@ -81,14 +92,10 @@ pub fn e4m3_encode(v: f32) -> u8 {
 
 /// Reference twin of [`e4m3_encode`]: nearest code by search over the decode table.
 pub fn e4m3_encode_ref(v: f32) -> u8 {
-    if v.is_nan() {
-        return 0;
-    }
-    let sign = if v.is_sign_negative() { 0x80 } else { 0 };
-    let x = v.abs();
-    if x >= E4M3_MAX {
-        return sign | MAX_CODE;
-    }
+    let (sign, x) = match sign_and_magnitude(v) {
+        Ok(split) => split,
+        Err(code) => return code,
+    };
     // Non-negative codes 0..=0x7E are ordered by value: binary search for the largest code ≤ x,
     // then pick the nearer of it and the next one, the even code (mantissa LSB 0) on a tie.
     let t = decode_table();
