@@ -58,7 +58,7 @@ const MIN_NORMAL: f32 = 1.0 / 64.0;
 /// The cases both encoders share: NaN → `Err(0)`, |v| ≥ 448 → `Err(±max)`; else the sign bit
 /// and |v| to round.
 #[inline]
-fn sign_and_magnitude(v: f32) -> Result<(u8, f32), u8> {
+fn sign_and_magnitude(v: f32) -> std::result::Result<(u8, f32), u8> {
     if v.is_nan() {
         return Err(0);
     }
