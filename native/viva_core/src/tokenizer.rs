@@ -78,20 +78,54 @@ impl Tokenizer {
     pub fn token_to_id(&self, tok: &str) -> Option<u32> {
         self.inner.token_to_id(tok)
     }
+
+    /// How `decode(.., skip_special_tokens = true)` treats `id` (see `Detokenizer`).
+    fn piece(&self, id: u32) -> Piece {
+        match self.inner.id_to_token(id) {
+            None => Piece::Skipped,
+            Some(t) if self.inner.get_added_vocabulary().is_special_token(&t) => Piece::Skipped,
+            // Spelled as HF's ByteFallback decoder recognises a byte.
+            Some(t) if t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && u8::from_str_radix(&t[3..5], 16).is_ok() => {
+                Piece::Byte
+            }
+            Some(_) => Piece::Text,
+        }
+    }
 }
 
-/// Incremental detokenizer: emits text only once it is complete UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece {
+    /// A `<0xNN>` byte-fallback token.
+    Byte,
+    /// Dropped by a decode that skips special tokens (a special token, an id past the vocab).
+    Skipped,
+    Text,
+}
+
+/// Incremental detokenizer: emits text only once it is final, so that the chunks it returns
+/// concatenate to `decode(all ids, skip_special_tokens = true)` and never split a character.
 ///
 /// Decoding token by token is wrong for both families (SentencePiece strips the leading space of
-/// a lone piece; a byte-fallback or byte-level token can hold half a character), so each push
-/// decodes a short window `ids[prefix..]` and emits what it adds beyond `ids[prefix..read]`,
-/// holding back while the new text ends in U+FFFD (an incomplete character).
+/// a lone piece; a byte-fallback or byte-level token can hold part of a character), so each push
+/// decodes a short window `ids[prefix..]` and emits what it adds beyond `ids[prefix..read]`
+/// (TGI's prefix/read offsets). Text is held back while
+/// - it ends in U+FFFD: an incomplete character that the next token may finish;
+/// - the last id is a `<0xNN>` token: HF's ByteFallback decoder judges a whole run of byte tokens
+///   at once and turns every byte of an invalid run into U+FFFD, so a run that decodes cleanly
+///   now may be rewritten by the next byte (`<0xEC><0x80><0x98>` is "쀘", plus `<0x98>` is six
+///   U+FFFD), and skipped special tokens do not end a run — up to `MAX_BYTE_RUN` held ids, so
+///   a long run of byte-fallback characters still streams.
 #[derive(Debug, Default, Clone)]
 pub struct Detokenizer {
     ids: Vec<u32>,
+    /// Start of the decode window: the first id of the last emitted chunk.
     prefix: usize,
+    /// Ids before `read` have been emitted.
     read: usize,
 }
+
+/// Byte tokens held back past `read` before a clean run is emitted anyway (one emoji is 4).
+const MAX_BYTE_RUN: usize = 64;
 
 impl Detokenizer {
     pub fn new() -> Self {
@@ -101,6 +135,9 @@ impl Detokenizer {
     /// Adds one id; returns the newly completed text (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
+        if self.ids.len() - self.read < MAX_BYTE_RUN && self.in_byte_run(tok) {
+            return Ok(String::new());
+        }
         self.flush(tok, false)
     }
 
@@ -109,16 +146,35 @@ impl Detokenizer {
         self.flush(tok, true)
     }
 
+    /// Whether the last id that decodes to something is a `<0xNN>` byte token.
+    fn in_byte_run(&self, tok: &Tokenizer) -> bool {
+        let unread = &self.ids[self.read..];
+        unread.iter().rev().map(|&id| tok.piece(id)).find(|&p| p != Piece::Skipped) == Some(Piece::Byte)
+    }
+
     fn flush(&mut self, tok: &Tokenizer, last: bool) -> Result<String> {
         let before = tok.decode(&self.ids[self.prefix..self.read], true)?;
         let after = tok.decode(&self.ids[self.prefix..], true)?;
-        let complete = last || !after.ends_with('\u{FFFD}');
-        if after.len() > before.len() && complete && after.starts_with(&before) {
-            let new = after[before.len()..].to_string();
+        if !last && after.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        let new = match after.strip_prefix(before.as_str()) {
+            Some(new) => new.to_string(),
+            // The window's decode rewrote text already emitted (only a decoder unlike both
+            // Llama families' can do that); what was sent cannot be taken back, so send what differs.
+            None => after[common_prefix_len(&before, &after)..].to_string(),
+        };
+        // An id that adds no text (a skipped special token) never starts a window: a SentencePiece
+        // window would then strip the leading space of the piece after it.
+        if !new.is_empty() || last {
             self.prefix = self.read;
             self.read = self.ids.len();
-            return Ok(new);
         }
-        Ok(String::new())
+        Ok(new)
     }
+}
+
+/// Byte length of the longest common prefix of `a` and `b` that ends on a char boundary.
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices().zip(b.chars()).find(|((_, x), y)| x != y).map_or(a.len().min(b.len()), |((i, _), _)| i)
 }

@@ -22,7 +22,8 @@ fn tokenizer(key: &str) -> Tokenizer {
         "tinyllama" => "tinyllama-1.1b-chat/tokenizer.json",
         _ => "llama3-tokenizer/tokenizer.json",
     };
-    Tokenizer::from_file(&models_dir().join(rel)).expect("real tokenizer loads")
+    let path = models_dir().join(rel);
+    Tokenizer::from_file(&path).unwrap_or_else(|e| panic!("real tokenizer {}: {e}", path.display()))
 }
 
 fn cases(key: &str) -> Vec<serde_json::Value> {
@@ -131,8 +132,120 @@ fn locate_prefers_override_then_stem_then_folder() {
     assert!(matches!(Tokenizer::locate(&weights, Some(&other)), Err(Error::FileNotFound(_))));
     std::fs::write(&other, b"{}").unwrap();
     assert_eq!(Tokenizer::locate(&weights, Some(&other)).unwrap(), other);
+    // A sharded checkpoint's index names no tokenizer of its own: the folder's tokenizer.json.
+    let index = dir.join("model.safetensors.index.json");
+    std::fs::write(&index, b"{}").unwrap();
+    std::fs::write(dir.join("model.safetensors.index_tokenizer.json"), b"{}").unwrap();
+    assert_eq!(Tokenizer::locate(&index, None).unwrap(), dir.join("tokenizer.json"));
     // A file that is not a tokenizer is a BadFormat naming the file.
-    assert!(matches!(Tokenizer::from_file(&other), Err(Error::BadFormat { .. })));
+    match Tokenizer::from_file(&other) {
+        Err(Error::BadFormat { file, .. }) => assert_eq!(file, other.display().to_string()),
+        r => panic!("expected BadFormat, got {:?}", r.map(|_| ())),
+    }
     assert!(matches!(Tokenizer::from_file(Path::new("/nonexistent/tokenizer.json")), Err(Error::FileNotFound(_))));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// xorshift64*: a fixed, dependency-free stream so every run tests the same cases.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
+
+/// Pieces the generated strings are made of: every class of the fixed cases, mixed freely.
+const PIECES: &[&str] = &[
+    "a", "The", " cat", "ing", "  ", " ", "\t", "\n", "\r\n", "é", "ñ", "Æ", "ø", "日本", "語", "中文", "𠜎", "𠜱",
+    "😀", "🎉", "👩\u{200D}👩\u{200D}👧", "🏳️\u{200D}🌈", "🇫🇷", "\u{F0000}", "\u{10FFFD}", "\u{1}", "\u{7}", "\u{a0}",
+    "\u{2009}", "<s>", "</s>", "<unk>", "<|begin_of_text|>", "<|eot_id|>", "123", "3.14", "!", "{}", "\"", "'s",
+    "▁", "<0xE2>", "\u{FFFD}",
+];
+
+fn random_text(rng: &mut Rng) -> String {
+    (0..1 + rng.below(12)).map(|_| *rng.pick(PIECES)).collect()
+}
+
+fn detokenize_all(tok: &Tokenizer, ids: &[u32]) -> (String, Vec<String>) {
+    let mut d = Detokenizer::new();
+    let mut chunks: Vec<String> = ids.iter().map(|&id| d.push(tok, id).unwrap()).collect();
+    chunks.push(d.finish(tok).unwrap());
+    (chunks.concat(), chunks)
+}
+
+/// 400 generated strings per tokenizer: the streamed text equals the one-shot decode, and no
+/// chunk carries a U+FFFD the full text does not have (a character split across chunks).
+#[test]
+fn incremental_detokenizer_equals_full_decode_on_generated_strings() {
+    for key in ["tinyllama", "llama3"] {
+        let tok = tokenizer(key);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..400 {
+            let text = random_text(&mut rng);
+            let ids = tok.encode(&text, rng.below(2) == 0).unwrap();
+            let full = tok.decode(&ids, true).unwrap();
+            let (streamed, chunks) = detokenize_all(&tok, &ids);
+            assert_eq!(streamed, full, "{key} {text:?} {ids:?}");
+            let fffd_full = full.matches('\u{FFFD}').count();
+            let fffd_chunks: usize = chunks.iter().map(|c| c.matches('\u{FFFD}').count()).sum();
+            assert_eq!(fffd_chunks, fffd_full, "{key}: a character was split across chunks of {text:?}: {chunks:?}");
+        }
+    }
+}
+
+/// Ids a model may sample in any order: byte-fallback / partial-UTF-8 tokens next to words,
+/// spaces and special tokens. The stream never stalls and still equals the one-shot decode.
+#[test]
+fn incremental_detokenizer_equals_full_decode_on_arbitrary_ids() {
+    for key in ["tinyllama", "llama3"] {
+        let tok = tokenizer(key);
+        let vocab = tok.vocab_size() as u32;
+        // Tokens whose text alone is not complete UTF-8 (the <0xNN> tokens; byte-level pieces).
+        let partial: Vec<u32> = (0..vocab).filter(|&id| tok.decode(&[id], false).unwrap().contains('\u{FFFD}')).collect();
+        assert!(partial.len() >= 128, "{key}: only {} partial tokens", partial.len());
+        let words: Vec<u32> = tok.encode(" Hello world, the café 日本 😀", false).unwrap();
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        for _ in 0..300 {
+            let ids: Vec<u32> = (0..1 + rng.below(24))
+                .map(|_| match rng.below(8) {
+                    0..=3 => *rng.pick(&partial),
+                    4 | 5 => *rng.pick(&words),
+                    6 => rng.below(vocab as usize) as u32,
+                    _ => *rng.pick(&[0, 1, 2, 128000, 128009].map(|i: u32| i.min(vocab - 1))),
+                })
+                .collect();
+            let (streamed, _) = detokenize_all(&tok, &ids);
+            assert_eq!(streamed, tok.decode(&ids, true).unwrap(), "{key} {ids:?}");
+        }
+    }
+}
+
+/// A long run of byte-fallback characters streams (held at most 64 ids), still exactly.
+#[test]
+fn long_byte_fallback_run_streams_before_it_ends() {
+    let tl = tokenizer("tinyllama");
+    let text = "𠜎".repeat(40);
+    let ids = tl.encode(&text, false).unwrap();
+    assert!(ids.len() > 150, "{} ids", ids.len());
+    let (streamed, chunks) = detokenize_all(&tl, &ids);
+    assert_eq!(streamed, text);
+    let before_end: String = chunks[..100].concat();
+    assert!(before_end.len() >= "𠜎".len() * 10, "held back too long: {before_end:?}");
+}
+
+#[test]
+fn tokenizer_and_detokenizer_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<Detokenizer>();
 }
