@@ -53,6 +53,7 @@ pub type BlockSize {
   PerChannel
 }
 
+/// Options for `load_model_with`; start from `default_load_opts()`.
 pub type LoadOpts {
   LoadOpts(
     num_layers: NumLayers,
@@ -69,6 +70,8 @@ pub type TopK {
   TopKInfinity
 }
 
+/// Options for `generate`, `chat` and `stream`; start from `default_generate_opts()`.
+/// `temperature` 0.0 is greedy argmax; sampling applies temperature → top-k → top-p, seeded.
 pub type GenerateOpts {
   GenerateOpts(
     max_new_tokens: Int,
@@ -80,6 +83,7 @@ pub type GenerateOpts {
   )
 }
 
+/// `tokens` are the generated ids only; `total_tokens` counts prompt + generated.
 pub type GenerateResult {
   GenerateResult(
     text: String,
@@ -122,6 +126,7 @@ pub fn default_generate_opts() -> GenerateOpts {
   )
 }
 
+/// All layers, the tokenizer found beside the weights, device `Auto`, FP8 weights in blocks of 16.
 pub fn default_load_opts() -> LoadOpts {
   LoadOpts(
     num_layers: AllLayers,
@@ -133,11 +138,15 @@ pub fn default_load_opts() -> LoadOpts {
 }
 
 /// Loads a checkpoint folder, `.safetensors` file or `model.safetensors.index.json`.
-pub fn load_model(path: String) -> Result(Model, Error) {
+pub fn load_model(path path: String) -> Result(Model, Error) {
   ffi_load_model(path)
 }
 
-pub fn load_model_with(path: String, opts: LoadOpts) -> Result(Model, Error) {
+/// `load_model` with explicit options; a bad value is `InvalidOption`.
+pub fn load_model_with(
+  path path: String,
+  opts opts: LoadOpts,
+) -> Result(Model, Error) {
   ffi_load_model_with(path, opts)
 }
 
