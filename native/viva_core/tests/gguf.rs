@@ -298,3 +298,25 @@ fn real_smollm2_matches_the_gguf_package() {
     }
     eprintln!("dequantized all {} tensors in {:?}", g.tensor_names().len(), t.elapsed());
 }
+
+/// A SentencePiece ("llama") GGUF tokenizer (TinyLlama's, written by llama.cpp's gguf package)
+/// against transformers' own conversion of the same file (test/fixtures/gguf/make_llama_tokenizer_gguf.py).
+#[test]
+fn llama_type_tokenizer_matches_transformers_conversion() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/gguf");
+    let g = Gguf::open(&dir.join("tinyllama_tokenizer.gguf")).unwrap();
+    let json = viva_core::gguf::tokenizer::tokenizer_json(&g).unwrap();
+    if let Ok(out) = std::env::var("VIVA_DUMP_TOKENIZER_JSON") {
+        std::fs::write(out, &json).unwrap();
+    }
+    let tok = viva_core::tokenizer::Tokenizer::from_bytes(json.as_bytes(), &g.path).unwrap();
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tinyllama_tokenizer_expected.json")).unwrap()).unwrap();
+    for case in exp["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let ids = tok.encode(text, true).unwrap();
+        assert_eq!(ids, want, "{text:?}");
+        assert_eq!(tok.decode(&ids, true).unwrap(), case["decoded"].as_str().unwrap(), "{text:?}");
+    }
+}
