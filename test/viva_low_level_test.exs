@@ -360,6 +360,10 @@ defmodule Viva.LowLevelTest do
       assert {:ok, _} = apply(L, f, [{x, [1, 32]}, p, nil])
     end
 
+    # SwiGLU needs an even number of rows (gate, then up)
+    {:ok, odd} = L.prepack_fp8_weight(L.f32_binary(random(3 * 32, 9, 1.0)), [3, 32])
+    assert {:error, {:shape_mismatch, _, [4], [3]}} = L.linear_swiglu_fp8({x, [1, 32]}, odd, nil)
+
     t = L.f32_binary(List.duplicate(0.5, 6))
     assert {:error, {:shape_mismatch, _, _, _}} = L.embedding_table_new(t, 4, 2, :f32)
     assert {:error, {:shape_mismatch, _, _, _}} = L.embedding_table_new(t, 3, 2, :bf16)
