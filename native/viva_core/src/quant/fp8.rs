@@ -1,17 +1,33 @@
-//! FP8 E4M3 ("fn" variant, as `__nv_fp8_e4m3`): 1 sign, 4 exponent (bias 7), 3 mantissa bits,
-//! no infinities, max ±448, NaN = S.1111.111. Weight-only prepack with per-output-channel or
-//! K-blocked f32 scales.
+//! FP8 E4M3 ("fn" variant, as `__nv_fp8_e4m3` and OCP FP8): 1 sign, 4 exponent (bias 7),
+//! 3 mantissa bits, no infinities, max ±448, NaN = S.1111.111. Weight-only prepack with
+//! per-output-channel or K-blocked f32 scales.
 //!
-//! Packed layout (`PackedFp8`), chosen for the GEMV kernels:
-//! - `codes`: (n, row_stride) u8, row-major; `row_stride = k` rounded up to 16 so every row starts
-//!   16-byte aligned and a row is a whole number of 16-byte vectors (one `uint4` load on the GPU,
-//!   one 128-bit load on AVX2). Padding codes are 0 (+0.0), so they add nothing to a dot product.
-//! - `scales`: (n, blocks_per_row) f32, row-major, separate from the codes: with block 16 one
-//!   16-byte code vector pairs with exactly one scale, and a warp walking a row reads its scales
-//!   contiguously. Per-channel is one block spanning the row.
-//! Element (r, c) ≈ decode(codes[r * row_stride + c]) * scales[r * blocks_per_row + c / block].
-use std::sync::OnceLock;
-
+//! Codec choices: encode rounds to nearest, ties to even; |v| ≥ 448 and ±inf saturate to ±448
+//! (an overflow is never NaN); NaN in → +0 (a prepack never writes a NaN code, so no kernel has
+//! to test for one); -0.0 → 0x80, which decodes to -0.0 (it adds nothing to a dot product).
+//!
+//! # Packed layout (`PackedFp8`), chosen for the GEMV kernels
+//! - `codes`: (n, row_stride) u8, row-major. `row_stride` = k rounded up to 16 so every row is a
+//!   whole number of 16-byte vectors and starts at a 16-byte offset: one `uint4` load per lane on
+//!   the GPU (the device allocation is 256-byte aligned), one 128-bit load on AVX2/AVX-512 (host
+//!   `Vec`s are not 16-aligned: use unaligned loads, as fast as aligned ones on current x86).
+//!   Codes past k are 0 (+0.0), so a kernel may run over whole vectors: the tail adds nothing.
+//! - `scales`: (n, blocks_per_row) f32, row-major, in their own array. Blocks are 16/32/64/128
+//!   codes, a multiple of the 16-byte vector, so vector j of a row (codes 16j..16j+16) lies in
+//!   exactly one block, `16j / block`; with block 16 vector j pairs with scale j. A warp whose
+//!   lane l loads vector j = l + 32i reads scales j: 32 consecutive f32, one coalesced 128-byte
+//!   load beside the codes' 512. Interleaving the scales into the code stream (llama.cpp's Q8_0
+//!   style, 16 + 4 bytes) would break the 16-byte alignment of every other block.
+//! - K not a multiple of the block: allowed. The last block of a row is short (its scale comes
+//!   from its real elements only) and its codes are followed by the zero padding; the formula
+//!   `16j / block` still names its scale. Per-channel: `block` = k, `blocks_per_row` = 1.
+//! - Dequantizing in registers: `e4m3_to_f16_bits` is a shift and a mask (f16 has 5 exponent
+//!   and 10 mantissa bits: E4M3's fields fit, subnormals included), then F16C `vcvtph2ps` or
+//!   the GPU's f16 path, times 2^8 (fold it into the block scale). On sm_89+ the hardware
+//!   `cvt.rn.f16x2.e4m3x2` gives the value directly. Without F16C, `e4m3_decode_arith` is the
+//!   branch-free f32 form the compiler vectorises.
+//!
+//! Element (r, c) ≈ decode(codes[r · row_stride + c]) · scales[r · blocks_per_row + c / block].
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -22,38 +38,70 @@ pub const E4M3_MAX: f32 = 448.0;
 const MAX_CODE: u8 = 0x7E;
 /// Rows are padded to a multiple of this many codes (one 16-byte vector).
 pub const ROW_ALIGN: usize = 16;
+/// Smallest normal E4M3 magnitude, 2^-6; below it the grid step is 2^-9.
+const MIN_NORMAL: f32 = 1.0 / 64.0;
+/// Grid step of the subnormals (and of the lowest normal binade): 2^-9.
+const SUBNORMAL_STEP: f32 = 1.0 / 512.0;
+/// 2^(bias_f32 − bias_e4m3) = 2^(127 − 7): rebias of the exponent field.
+const REBIAS: u32 = 120;
 
-fn decode_table() -> &'static [f32; 256] {
-    static TABLE: OnceLock<[f32; 256]> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = [0.0f32; 256];
-        for (c, v) in t.iter_mut().enumerate() {
-            *v = decode_exact(c as u8);
-        }
-        t
-    })
-}
-
-/// Exact value of an E4M3 code (NaN for S.1111.111).
-fn decode_exact(c: u8) -> f32 {
-    let sign = if c & 0x80 != 0 { -1.0 } else { 1.0 };
-    let e = ((c >> 3) & 0x0F) as i32;
-    let m = (c & 0x07) as f32;
-    if e == 0x0F && c & 0x07 == 0x07 {
-        return f32::NAN;
+/// Exact value of an E4M3 code (NaN for S.1111.111); const so the table below is built at
+/// compile time and a lookup is a plain load.
+const fn decode_exact(c: u8) -> f32 {
+    let e = ((c >> 3) & 0x0F) as u32;
+    let m = (c & 0x07) as u32;
+    let mag = if e == 0x0F && m == 0x07 {
+        f32::NAN
+    } else if e == 0 {
+        m as f32 * SUBNORMAL_STEP
+    } else {
+        // (1 + m/8) · 2^(e−7), built from its f32 bit fields
+        f32::from_bits(((e + REBIAS) << 23) | (m << 20))
+    };
+    if c & 0x80 != 0 {
+        -mag
+    } else {
+        mag
     }
-    let mag = if e == 0 { m * 2f32.powi(-9) } else { (1.0 + m / 8.0) * 2f32.powi(e - 7) };
-    sign * mag
 }
 
-/// E4M3 code → f32, exact (table lookup).
+const fn build_table() -> [f32; 256] {
+    let mut t = [0.0f32; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = decode_exact(c as u8);
+        c += 1;
+    }
+    t
+}
+
+/// Every code's value: the decode of record (the other decoders are tested against it).
+static DECODE_TABLE: [f32; 256] = build_table();
+
+/// E4M3 code → f32, exact for all 256 codes (table lookup; NaN for 0x7F / 0xFF).
 #[inline]
 pub fn e4m3_decode(c: u8) -> f32 {
-    decode_table()[c as usize]
+    DECODE_TABLE[c as usize]
 }
 
-/// Smallest normal E4M3 magnitude; below it the grid step is 2^-9.
-const MIN_NORMAL: f32 = 1.0 / 64.0;
+/// E4M3 code → f32 without a table, branch-free so a loop over codes vectorises. Equals
+/// `e4m3_decode` for every non-NaN code; the NaN codes read as ±480 (never written by prepack).
+#[inline(always)]
+pub fn e4m3_decode_arith(c: u8) -> f32 {
+    let c = c as u32;
+    let em = c & 0x7F;
+    let normal = f32::from_bits((em << 20) + (REBIAS << 23));
+    let subnormal = em as f32 * SUBNORMAL_STEP;
+    let mag = if em >= 8 { normal } else { subnormal };
+    f32::from_bits(mag.to_bits() | ((c & 0x80) << 24))
+}
+
+/// E4M3 code → the bits of an f16 equal to its value · 2^-8 (exact, subnormals included; the
+/// NaN codes read as ±480·2^-8). For SIMD/GPU dequant: convert as f16, multiply by 256·scale.
+#[inline(always)]
+pub const fn e4m3_to_f16_bits(c: u8) -> u16 {
+    ((c as u16 & 0x80) << 8) | ((c as u16 & 0x7F) << 7)
+}
 
 /// The cases both encoders share: NaN → `Err(0)`, |v| ≥ 448 → `Err(±max)`; else the sign bit
 /// and |v| to round.
@@ -70,9 +118,9 @@ fn sign_and_magnitude(v: f32) -> std::result::Result<(u8, f32), u8> {
     Ok((sign, x))
 }
 
-/// f32 → E4M3, round to nearest even, saturating: |v| ≥ 448 (and ±inf) → ±448. NaN → +0, so a
-/// prepack never writes a NaN code. -0.0 → 0x80 (-0), which decodes to -0.0.
-/// Bit arithmetic on the f32 (a few ns); `e4m3_encode_ref` is the search-based twin.
+/// f32 → E4M3, round to nearest even, saturating: |v| ≥ 448 (and ±inf) → ±448. NaN → +0.
+/// -0.0 → 0x80 (-0). Bit arithmetic on the f32 (a few ns); `e4m3_encode_ref` is the
+/// search-based twin.
 #[inline]
 pub fn e4m3_encode(v: f32) -> u8 {
     let (sign, x) = match sign_and_magnitude(v) {
@@ -81,13 +129,14 @@ pub fn e4m3_encode(v: f32) -> u8 {
     };
     if x < MIN_NORMAL {
         // subnormal: code = x / 2^-9 rounded half to even (8 lands exactly on the first normal)
-        return sign | (x * 512.0).round_ties_even() as u8;
+        return sign | (x / SUBNORMAL_STEP).round_ties_even() as u8;
     }
     // normal: keep 3 of f32's 23 mantissa bits, rounding the other 20 half to even; a carry
     // into the exponent is the correct next binade. Rebias the exponent from 127 to 7.
+    // x < 448 here, so the result is at most 448 (0x7E): rounding cannot reach the NaN code.
     let bits = x.to_bits();
     let rounded = bits + 0x7FFFF + ((bits >> 20) & 1);
-    sign | ((rounded >> 20) - (120 << 3)) as u8
+    sign | ((rounded >> 20) - (REBIAS << 3)) as u8
 }
 
 /// Reference twin of [`e4m3_encode`]: nearest code by search over the decode table.
@@ -98,7 +147,7 @@ pub fn e4m3_encode_ref(v: f32) -> u8 {
     };
     // Non-negative codes 0..=0x7E are ordered by value: binary search for the largest code ≤ x,
     // then pick the nearer of it and the next one, the even code (mantissa LSB 0) on a tie.
-    let t = decode_table();
+    let t = &DECODE_TABLE;
     let (mut lo, mut hi) = (0u8, MAX_CODE); // invariant: t[lo] <= x < t[hi]
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
@@ -119,16 +168,29 @@ pub enum Blocking {
     /// One scale per output row.
     PerChannel,
     /// One scale per `n` consecutive K elements of a row: 16 (the default), 32, 64 or 128.
+    /// Build it with [`Blocking::new`]; `prepack` rejects any other size.
     Block(usize),
 }
 
 impl Blocking {
     pub const DEFAULT: Blocking = Blocking::Block(16);
+    /// The block sizes a kernel may assume: multiples of the 16-byte vector.
+    pub const BLOCK_SIZES: [usize; 4] = [16, 32, 64, 128];
 
+    /// `InvalidOption{block_size}` unless `block` is 16, 32, 64 or 128.
     pub fn new(block: usize) -> Result<Self> {
-        match block {
-            16 | 32 | 64 | 128 => Ok(Blocking::Block(block)),
-            _ => Err(Error::invalid_option("block_size", block)),
+        if Self::BLOCK_SIZES.contains(&block) {
+            Ok(Blocking::Block(block))
+        } else {
+            Err(Error::invalid_option("block_size", block))
+        }
+    }
+
+    /// K elements per scale for a row of `k` (validates a hand-built `Block(b)`).
+    pub fn block_len(self, k: usize) -> Result<usize> {
+        match self {
+            Blocking::PerChannel => Ok(k),
+            Blocking::Block(b) => Blocking::new(b).map(|_| b),
         }
     }
 }
@@ -141,7 +203,9 @@ pub struct PackedFp8 {
     pub blocking: Blocking,
     /// K elements per scale (k for per-channel).
     pub block: usize,
+    /// Codes per row in memory: k rounded up to `ROW_ALIGN`.
     pub row_stride: usize,
+    /// ceil(k / block)
     pub blocks_per_row: usize,
     /// (n, row_stride)
     pub codes: Vec<u8>,
@@ -150,27 +214,24 @@ pub struct PackedFp8 {
 }
 
 impl PackedFp8 {
-    /// Quantizes `w` (n × k, row-major, [out, in]): scale = absmax / 448 per (row, block)
-    /// (1.0 for an all-zero block, so no 0/0), codes = encode(w / scale).
+    /// Quantizes `w` (n × k, row-major, [out, in]): scale = absmax / 448 per (row, block), the
+    /// absmax over finite values (1.0 for an all-zero block, so no 0/0), codes = encode(w / scale):
+    /// ±inf weights saturate to ±448·scale, NaN weights become 0, so the packed weight is finite.
+    /// Errors: `ShapeMismatch` when w.len() ≠ n·k or n or k is 0; `InvalidOption` for a bad block.
     pub fn prepack(w: &[f32], n: usize, k: usize, blocking: Blocking) -> Result<Self> {
         if n == 0 || k == 0 || w.len() != n * k {
             return Err(Error::ShapeMismatch { name: "fp8 weight".into(), expected: vec![n, k], got: vec![w.len()] });
         }
-        let block = match blocking {
-            Blocking::PerChannel => k,
-            Blocking::Block(b) => b,
-        };
+        let block = blocking.block_len(k)?;
         let row_stride = k.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let blocks_per_row = k.div_ceil(block);
-        let mut codes = vec![0u8; n * row_stride];
-        let mut scales = vec![0f32; n * blocks_per_row];
+        let mut codes = vec![0u8; n * row_stride]; // (n, row_stride), tail stays 0
+        let mut scales = vec![0f32; n * blocks_per_row]; // (n, blocks_per_row)
         // rows are independent: quantize them across the rayon pool
-        codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).enumerate().for_each(
-            |(r, (row_codes, row_scales))| {
-                let row = &w[r * k..(r + 1) * k];
+        codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).zip(w.par_chunks(k)).for_each(
+            |((row_codes, row_scales), row)| {
                 for ((chunk, dst), scale) in row.chunks(block).zip(row_codes.chunks_mut(block)).zip(row_scales.iter_mut()) {
-                    let absmax = chunk.iter().fold(0.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
-                    *scale = if absmax > 0.0 { absmax / E4M3_MAX } else { 1.0 };
+                    *scale = block_scale(chunk);
                     for (c, &v) in dst.iter_mut().zip(chunk) {
                         *c = e4m3_encode(v / *scale);
                     }
@@ -180,7 +241,36 @@ impl PackedFp8 {
         Ok(PackedFp8 { n, k, blocking, block, row_stride, blocks_per_row, codes, scales })
     }
 
-    /// Element (r, c) dequantized.
+    /// Checks the invariants the kernels rely on (the fields are public, so a hand-built or
+    /// edited value could break them): O(1), run by every linear before it indexes.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Internal(format!("inconsistent PackedFp8 ({}×{}): {what}", self.n, self.k)));
+        match self.blocking.block_len(self.k) {
+            Ok(b) if b == self.block => {}
+            _ => return bad("block does not match blocking"),
+        }
+        if self.n == 0 || self.k == 0 {
+            return bad("empty");
+        }
+        if self.row_stride != self.k.div_ceil(ROW_ALIGN) * ROW_ALIGN || self.blocks_per_row != self.k.div_ceil(self.block) {
+            return bad("row_stride / blocks_per_row");
+        }
+        if self.codes.len() != self.n * self.row_stride || self.scales.len() != self.n * self.blocks_per_row {
+            return bad("codes / scales length");
+        }
+        Ok(())
+    }
+
+    /// Row `r`'s codes (row_stride of them, zero padded past k) and scales.
+    #[inline]
+    pub fn row(&self, r: usize) -> (&[u8], &[f32]) {
+        (
+            &self.codes[r * self.row_stride..(r + 1) * self.row_stride],
+            &self.scales[r * self.blocks_per_row..(r + 1) * self.blocks_per_row],
+        )
+    }
+
+    /// Element (r, c) dequantized (indexes like a slice: r < n, c < k).
     #[inline]
     pub fn get(&self, r: usize, c: usize) -> f32 {
         e4m3_decode(self.codes[r * self.row_stride + c]) * self.scales[r * self.blocks_per_row + c / self.block]
@@ -201,10 +291,24 @@ impl PackedFp8 {
     }
 }
 
-/// Largest |w − dequant(w)| allowed for an element of a block with scale `s`: E4M3 has 3
-/// mantissa bits, so round-to-nearest errs by at most half an ulp, ≤ 2^-4 of the value's binade
-/// top (≤ 448·2^-4·s = 28·s at the top); in the subnormal range the step is 2^-9, so the error
-/// is ≤ 2^-10·s. Relative to |w|: ≤ |w|·2^-4 for normals, plus 2^-10·s absolute.
+/// absmax / 448 over the block's finite values; 1.0 when that is 0 (all-zero block: codes 0,
+/// no 0/0) or when it underflows f32 (|w| < ~1e-43: the codes then hold w · 1, i.e. 0).
+pub fn block_scale(block: &[f32]) -> f32 {
+    let absmax = block.iter().fold(0.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    let s = absmax / E4M3_MAX;
+    if s > 0.0 {
+        s
+    } else {
+        1.0
+    }
+}
+
+/// Largest |w − dequant(w)| for an element of a block with scale `s` (w finite, |w| ≤ 448·s, as
+/// prepack guarantees). With v = w/s: in a normal binade [2^e, 2^(e+1)), e ≥ -6, the 3 mantissa
+/// bits space codes 2^(e−3) apart, so rounding errs by at most 2^(e−4) ≤ |v|·2^-4; below 2^-6
+/// (subnormals) the step is 2^-9, so the error is ≤ 2^-10. Hence |v − q| ≤ |v|·2^-4 + 2^-10,
+/// times s. The f32 roundings of w/s and q·s (≤ 2^-24 relative each) fit in the slack: the
+/// worst normal case is a midpoint, where |v| ≥ 2^e·(1 + 1/16), and 2^-10 covers the rest.
 pub fn error_bound(w: f32, scale: f32) -> f32 {
     w.abs() * 2f32.powi(-4) + scale * 2f32.powi(-10)
 }
