@@ -45,7 +45,7 @@ read_tensor_bf16(Path, Name) ->
 bf16_to_fp32_binary(Bin) -> viva_tensor_nif:bf16_to_fp32_binary(Bin).
 
 %% @doc A `(Rows, Cols)' row-major f32 matrix → `(Cols, Rows)', cache-tiled and
-%% multi-threaded (the 32000×2048 Llama LM head: ~36 ms on 16 cores, ~160 ms on 2; see
+%% multi-threaded (the 32000×2048 Llama LM head: ~40 ms on 16 cores, ~155 ms on 2; see
 %% bench/results/transpose.md). `Rows * Cols * 4 =/= byte_size(Bin)' is
 %% `{error, {shape_mismatch, <<"transpose_fp32 bytes">>, [Expected], [Got]}}'; a dimension
 %% that is not a positive integer is `{error, {invalid_option, rows | cols, Value}}'.

@@ -52,7 +52,9 @@ pub fn header_entries(path: &Path) -> Result<Vec<HeaderEntry>> {
         for name in shard.names() {
             let (dtype, layout) = match shard.get(name) {
                 Ok(t) => {
-                    let begin = t.file_offset() as u64 - data_start;
+                    let begin = (t.file_offset() as u64).checked_sub(data_start).ok_or_else(|| {
+                        Error::Internal(format!("{name}: data before the data section of {}", file.display()))
+                    })?;
                     let layout = TensorLayout {
                         shape: t.shape.clone(),
                         data_offsets: (begin, begin + t.bytes().len() as u64),
