@@ -45,12 +45,13 @@ kv_cache_new(M, {some, N}) -> r(?L:kv_cache_new(M, N)).
 decode_step(M, Tok, C, Pos) -> r(?L:decode_step(M, Tok, C, Pos)).
 decode_step_topk(M, Tok, C, Pos, K) -> r(?L:decode_step_topk(M, Tok, C, Pos, K)).
 
-%% {header_entry, Name, Dtype, Shape, Offset, Size}; unsupported dtypes have shape [] and -1s
+%% {header_entry, Name, Dtype, Shape, DataOffsets, Offset, Size}; unsupported dtypes have shape [] and -1s
 open_header(Path) ->
     case viva_tensor_safetensors_ffi:open_header(Path) of
         {ok, H} ->
             {ok, [{header_entry, N, maps:get(dtype, E), maps:get(shape, E, []),
-                   maps:get(offset, E, -1), maps:get(size, E, -1)} || {N, E} <- lists:sort(maps:to_list(H))]};
+                   maps:get(data_offsets, E, {-1, -1}), maps:get(offset, E, -1), maps:get(size, E, -1)}
+                  || {N, E} <- lists:sort(maps:to_list(H))]};
         Other -> r(Other)
     end.
 

@@ -4,12 +4,14 @@
 import viva_tensor.{type Error}
 
 /// `offset` is the byte offset in the tensor's file; dtypes the engine cannot read have
-/// `shape: []`, `offset: -1`, `size: -1`.
+/// `shape: []`, `data_offsets: #(-1, -1)`, `offset: -1`, `size: -1`.
 pub type HeaderEntry {
   HeaderEntry(
     name: String,
     dtype: String,
     shape: List(Int),
+    /// `#(begin, end)` as in the header, relative to the data section.
+    data_offsets: #(Int, Int),
     offset: Int,
     size: Int,
   )
