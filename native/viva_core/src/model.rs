@@ -8,22 +8,22 @@ use crate::safetensors::Checkpoint;
 use crate::weights::{Embedding, Linear, WeightFormat};
 
 pub struct Layer {
-    attn_norm: Vec<f32>, // (hidden)
-    qkv: Linear,         // (q_dim + 2·kv_dim, hidden): q_proj, k_proj, v_proj stacked
-    wo: Linear,          // (hidden, q_dim)
-    mlp_norm: Vec<f32>,  // (hidden)
-    gate_up: Linear,     // (2·intermediate, hidden): gate_proj rows, then up_proj rows
-    down: Linear,        // (hidden, intermediate)
+    pub attn_norm: Vec<f32>, // (hidden)
+    pub qkv: Linear,         // (q_dim + 2·kv_dim, hidden): q_proj, k_proj, v_proj stacked
+    pub wo: Linear,          // (hidden, q_dim)
+    pub mlp_norm: Vec<f32>,  // (hidden)
+    pub gate_up: Linear,     // (2·intermediate, hidden): gate_proj rows, then up_proj rows
+    pub down: Linear,        // (hidden, intermediate)
 }
 
 pub struct Model {
     pub config: ModelConfig,
     pub format: WeightFormat,
-    embed: Embedding,   // (vocab, hidden)
-    layers: Vec<Layer>,
-    norm: Vec<f32>,     // (hidden)
-    lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
-    inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
+    pub embed: Embedding,   // (vocab, hidden)
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,     // (hidden)
+    pub lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
+    pub inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
 }
 
 /// Every buffer one forward step needs, allocated once per generation.
