@@ -45,8 +45,12 @@ pub enum Error {
     /// Reading a file failed after it was found (permissions, I/O).
     #[error("I/O error on {path}: {detail}")]
     Io { path: String, detail: String },
+    /// `device => cuda` on a machine without a usable GPU (backend::info() says why).
     #[error("CUDA unavailable")]
     CudaUnavailable,
+    /// A CUDA driver, NVRTC or cuBLAS call failed at run time (after the GPU was found).
+    #[error("CUDA error: {0}")]
+    Cuda(String),
     #[error("out of memory")]
     OutOfMemory,
     #[error("cancelled")]

@@ -10,12 +10,12 @@ use crate::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
 use crate::session::Session;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::weights::WeightFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
-    /// CUDA when a usable GPU is found, else CPU (CPU only until the CUDA backend lands).
+    /// CUDA when a usable GPU is found, else CPU (`backend::info()` says which and why).
     #[default]
     Auto,
     Cpu,
@@ -108,6 +108,60 @@ pub struct Llm {
     pub tokenizer: Tokenizer,
     /// tokenizer_config.json's or the GGUF's `chat_template`, when the checkpoint has one.
     pub chat_template: Option<ChatTemplate>,
+    /// The weights on the GPU when the load resolved to CUDA (generation then runs there; the
+    /// host copy in `model` serves the low-level CPU API).
+    #[cfg(feature = "cuda")]
+    pub cuda: Option<crate::backend::cuda::model::CudaModel>,
+}
+
+/// One generation on the model's backend: same prefill / step / sample on both.
+enum Run<'a> {
+    Cpu(Session<'a>),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::backend::cuda::session::CudaSession<'a>, Sampler),
+}
+
+impl Run<'_> {
+    fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        match self {
+            Run::Cpu(s) => s.prefill(ids).map(|_| ()),
+            #[cfg(feature = "cuda")]
+            Run::Cuda(s, _) => s.prefill(ids),
+        }
+    }
+
+    fn step(&mut self, id: u32) -> Result<()> {
+        match self {
+            Run::Cpu(s) => s.step(id).map(|_| ()),
+            #[cfg(feature = "cuda")]
+            Run::Cuda(s, _) => s.step(id),
+        }
+    }
+
+    fn sample(&mut self) -> Result<u32> {
+        match self {
+            Run::Cpu(s) => Ok(s.sample()),
+            #[cfg(feature = "cuda")]
+            Run::Cuda(s, sampler) => {
+                if sampler.is_greedy() || sampler.top_k() == 1 {
+                    return s.argmax();
+                }
+                let cand = s.top_k(sampler.top_k())?;
+                match sampler.sample_candidates(&cand) {
+                    Some(id) => Ok(id),
+                    None => s.argmax(), // every logit NaN, as the CPU sampler
+                }
+            }
+        }
+    }
+
+    fn logits(&mut self) -> Result<Vec<f32>> {
+        match self {
+            Run::Cpu(s) => Ok(s.logits().to_vec()),
+            #[cfg(feature = "cuda")]
+            Run::Cuda(s, _) => s.logits(),
+        }
+    }
 }
 
 impl Llm {
@@ -118,9 +172,16 @@ impl Llm {
     /// `load`, reporting each step: every mapped file ("file"), every transformer block packed
     /// into the load's weight format ("layer", done of total), the tokenizer, then "ready".
     pub fn load_with_progress(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self> {
-        if opts.device == Device::Cuda {
-            return Err(Error::CudaUnavailable);
-        }
+        let use_cuda = match opts.device {
+            Device::Cpu => false,
+            Device::Cuda => {
+                if !crate::backend::info().cuda_available {
+                    return Err(Error::CudaUnavailable);
+                }
+                true
+            }
+            Device::Auto => crate::backend::info().cuda_available,
+        };
         let (ckpt, mut config, gguf_tokenizer, chat_template) = if path.extension().is_some_and(|e| e == "gguf") {
             // GGUF: weights, config, tokenizer and chat template all come from the one file
             let g = Gguf::open(path)?;
@@ -159,8 +220,42 @@ impl Llm {
         let model = Model::new(&ckpt, config.clone(), opts.weights, &mut |l| {
             progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
         })?;
+        #[cfg(feature = "cuda")]
+        let cuda = if use_cuda {
+            let m = crate::backend::cuda::model::CudaModel::upload(&model)?;
+            progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
+            Some(m)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "cuda"))]
+        let _ = use_cuda;
         progress(LoadProgress { stage: "ready", done: 1, total: 1, detail: format!("{:?} weights", opts.weights) });
-        Ok(Llm { config, model, tokenizer, chat_template })
+        Ok(Llm {
+            config,
+            model,
+            tokenizer,
+            chat_template,
+            #[cfg(feature = "cuda")]
+            cuda,
+        })
+    }
+
+    /// "cuda" or "cpu": where this model's generations run.
+    pub fn backend(&self) -> &'static str {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return "cuda";
+        }
+        "cpu"
+    }
+
+    fn run(&self, max_seq: usize, sampler: Sampler) -> Result<Run<'_>> {
+        #[cfg(feature = "cuda")]
+        if let Some(m) = &self.cuda {
+            return Ok(Run::Cuda(crate::backend::cuda::session::CudaSession::new(m, max_seq)?, sampler));
+        }
+        Ok(Run::Cpu(Session::new(&self.model, max_seq, sampler)))
     }
 
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {
@@ -184,7 +279,8 @@ impl Llm {
         opts.validate()?;
         let needed = self.check_prompt(prompt_ids, opts.max_new_tokens)?;
         let sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
-        let mut session = Session::new(&self.model, needed, sampler);
+        let mut session = self.run(needed, sampler)?;
+        let mut detok = Detokenizer::new();
 
         let t0 = Instant::now();
         session.prefill(prompt_ids)?;
@@ -193,12 +289,12 @@ impl Llm {
         // instants the first and the latest token were sampled (ms_per_token)
         let (mut first_at, mut last_at) = (None, None);
         for i in 0..opts.max_new_tokens {
-            let id = session.sample();
+            let id = session.sample()?;
             let now = Instant::now();
             first_at.get_or_insert(now);
             last_at = Some(now);
             tokens.push(id);
-            let chunk = session.detokenize(&self.tokenizer, id)?;
+            let chunk = detok.push(&self.tokenizer, id)?;
             on_text(&chunk)?;
             if opts.stop_on_eos && self.config.eos_token_ids.contains(&id) {
                 break;
@@ -207,7 +303,7 @@ impl Llm {
                 session.step(id)?;
             }
         }
-        let tail = session.detok.finish(&self.tokenizer)?;
+        let tail = detok.finish(&self.tokenizer)?;
         if !tail.is_empty() {
             on_text(&tail)?;
         }
@@ -239,8 +335,9 @@ impl Llm {
     /// Logits after the last of `ids` (tests and fixtures).
     pub fn last_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let needed = self.check_prompt(ids, 0)?;
-        let mut session = Session::new(&self.model, needed, Sampler::new(0.0, None, 1.0, 0));
-        Ok(session.prefill(ids)?.to_vec())
+        let mut session = self.run(needed, Sampler::new(0.0, None, 1.0, 0))?;
+        session.prefill(ids)?;
+        session.logits()
     }
 
     /// Validates a prompt; returns the positions the generation needs.

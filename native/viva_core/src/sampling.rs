@@ -46,6 +46,29 @@ impl Sampler {
         if self.cand.is_empty() {
             return argmax(logits); // every logit NaN: nothing to sample from
         }
+        self.draw()
+    }
+
+    /// The top_k this sampler keeps (1..=MAX_TOP_K).
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// `sample` from candidates another backend selected (the GPU's top-k): the largest
+    /// logits as (id, logit), sorted descending, lower id first on ties, no NaN — exactly what
+    /// `top_k_into` gives, so the draw is the same. None when `cand` is empty.
+    pub fn sample_candidates(&mut self, cand: &[(u32, f32)]) -> Option<u32> {
+        let first = cand.first()?;
+        if self.is_greedy() || self.top_k == 1 {
+            return Some(first.0);
+        }
+        self.cand.clear();
+        self.cand.extend_from_slice(&cand[..cand.len().min(self.top_k)]);
+        Some(self.draw())
+    }
+
+    /// temperature → softmax → top-p → multinomial over `self.cand` (non-empty, sorted).
+    fn draw(&mut self) -> u32 {
         // temperature, then softmax over the k survivors (sorted descending). In f64 and
         // max-subtracted before scaling, so a tiny temperature cannot overflow to inf − inf.
         let inv_t = 1.0 / self.temperature as f64;

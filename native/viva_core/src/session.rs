@@ -84,6 +84,11 @@ impl<'m> Session<'m> {
         self.state.step_at(self.model, id, pos)
     }
 
+    /// The logits after the last fed token (vocab).
+    pub fn logits(&self) -> &[f32] {
+        self.state.logits()
+    }
+
     pub fn sample(&mut self) -> u32 {
         self.sampler.sample(self.state.logits())
     }

@@ -107,10 +107,20 @@ fn result_counts_and_timings() {
 }
 
 #[test]
-fn cuda_without_a_gpu_is_an_error() {
+fn device_cuda_needs_a_gpu_and_cpu_always_works() {
+    let info = viva_core::backend::info();
     let r = Llm::load(&fixture("tiny_gqa"), &LoadOptions { device: Device::Cuda, ..Default::default() });
-    assert!(matches!(r, Err(Error::CudaUnavailable)));
-    assert!(Llm::load(&fixture("tiny_gqa"), &LoadOptions { device: Device::Cpu, ..Default::default() }).is_ok());
+    if info.cuda_available {
+        assert_eq!(r.map(|l| l.backend()).ok(), Some("cuda"));
+    } else {
+        assert!(matches!(r, Err(Error::CudaUnavailable)), "{info:?}");
+        assert_eq!(info.auto, "cpu");
+        assert_ne!(info.cuda_reason, "ok");
+    }
+    let cpu = Llm::load(&fixture("tiny_gqa"), &LoadOptions { device: Device::Cpu, ..Default::default() }).unwrap();
+    assert_eq!(cpu.backend(), "cpu");
+    let auto = Llm::load(&fixture("tiny_gqa"), &LoadOptions::default()).unwrap();
+    assert_eq!(auto.backend(), info.auto);
 }
 
 #[test]

@@ -1,0 +1,90 @@
+// Shared device helpers, prepended by the loader to every kernel file (NVRTC gets no include
+// path: no CUDA headers are needed on the machine). Conversions are bit-exact and branch-free.
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+// Weight element kinds (Rust: backend::cuda::weights::WeightKind).
+#define WT_FP8 0
+#define WT_BF16 1
+#define WT_F16 2
+#define WT_F32 3
+
+__device__ __forceinline__ float bf16_to_f32(u32 bits16) { return __uint_as_float(bits16 << 16); }
+
+__device__ __forceinline__ float f16_to_f32(u32 bits16) {
+    float f;
+    unsigned short h = (unsigned short)bits16;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// f32 -> bf16 bits, round to nearest even (finite inputs).
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    u32 b = __float_as_uint(f);
+    return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Two E4M3 codes (low byte = first) -> two floats. sm_89+: the hardware cvt; older: the code's
+// bits shifted into an f16 (same sign/mantissa layout, exponent bias 15 vs 7) times 2^8, exact for
+// every code our encoder emits (it never emits NaN).
+__device__ __forceinline__ void e4m3x2_to_f32(u32 two, float& a, float& b) {
+#if __CUDA_ARCH__ >= 890
+    u32 h2;
+    unsigned short in = (unsigned short)two;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
+    a = f16_to_f32(h2 & 0xffffu);
+    b = f16_to_f32(h2 >> 16);
+#else
+    u32 c0 = two & 0xffu, c1 = (two >> 8) & 0xffu;
+    a = f16_to_f32(((c0 & 0x80u) << 8) | ((c0 & 0x7fu) << 7)) * 256.0f;
+    b = f16_to_f32(((c1 & 0x80u) << 8) | ((c1 & 0x7fu) << 7)) * 256.0f;
+#endif
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
+__device__ float block_sum(float v, float* red /* (32) shared */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// One weight element of a row as f32 (reference paths and prefill dequant).
+template <int WT>
+__device__ __forceinline__ float weight_at(const u8* w, const float* scales, int row, int col, int row_stride, int bpr, int block) {
+    if (WT == WT_FP8) {
+        float a, b;
+        e4m3x2_to_f32(w[(size_t)row * row_stride + col], a, b);
+        return a * scales[(size_t)row * bpr + col / block];
+    } else if (WT == WT_BF16) {
+        return bf16_to_f32(((const u16*)w)[(size_t)row * row_stride + col]);
+    } else if (WT == WT_F16) {
+        return f16_to_f32(((const u16*)w)[(size_t)row * row_stride + col]);
+    } else {
+        return ((const float*)w)[(size_t)row * row_stride + col];
+    }
+}

@@ -1,0 +1,86 @@
+// Prefill kernels: the whole prompt (M rows) per layer, around cuBLAS GEMMs.
+// GEMM inputs are split so that tensor-core GEMMs keep ~16 bits of the f32 activations:
+// x = hi + lo with hi = round(x), lo = round(x - hi) in the weights' 16-bit type, and
+// W·x = W·hi + W·lo (two GEMMs accumulating into one f32 output). f32 weights take x as is.
+// Output kinds (template SPLIT): 0 = f32 copy, 1 = bf16 hi/lo, 2 = f16 hi/lo.
+#define SPLIT_F32 0
+#define SPLIT_BF16 1
+#define SPLIT_F16 2
+
+template <int SPLIT>
+__device__ __forceinline__ void store_split(float v, size_t i, void* hi, void* lo) {
+    if (SPLIT == SPLIT_F32) {
+        ((float*)hi)[i] = v;
+    } else if (SPLIT == SPLIT_BF16) {
+        u16 h = f32_to_bf16(v);
+        ((u16*)hi)[i] = h;
+        ((u16*)lo)[i] = f32_to_bf16(v - bf16_to_f32(h));
+    } else {
+        u16 h = f32_to_f16(v);
+        ((u16*)hi)[i] = h;
+        ((u16*)lo)[i] = f32_to_f16(v - f16_to_f32(h));
+    }
+}
+
+// Row m of x (M, k): RMSNorm with weight w, split into hi/lo. Grid M, 256 threads.
+template <int SPLIT>
+__device__ void rmsnorm_split(const float* x, const float* w, float eps, int k, void* hi, void* lo) {
+    __shared__ float red[32];
+    const float* xr = x + (size_t)blockIdx.x * k;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float)k + eps);
+    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(w[i] * (xr[i] * inv), (size_t)blockIdx.x * k + i, hi, lo);
+}
+
+// Row m of gate_up (M, 2·inter): silu(gate) * up, split. Grid M, 256 threads.
+template <int SPLIT>
+__device__ void swiglu_split(const float* gu, int inter, void* hi, void* lo) {
+    const float* r = gu + (size_t)blockIdx.x * 2 * inter;
+    for (int i = threadIdx.x; i < inter; i += blockDim.x) store_split<SPLIT>(silu(r[i]) * r[inter + i], (size_t)blockIdx.x * inter + i, hi, lo);
+}
+
+// x (rows, k) split as is (the attention output before o_proj). Grid rows, 256 threads.
+template <int SPLIT>
+__device__ void copy_split(const float* x, int k, void* hi, void* lo) {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(x[(size_t)blockIdx.x * k + i], (size_t)blockIdx.x * k + i, hi, lo);
+}
+
+#define SPLIT_FAMILY(SPLIT, SUFFIX)                                                                              \
+    extern "C" __global__ void rmsnorm_split_##SUFFIX(const float* x, const float* w, float eps, int k, void* hi, \
+                                                      void* lo) {                                               \
+        rmsnorm_split<SPLIT>(x, w, eps, k, hi, lo);                                                             \
+    }                                                                                                           \
+    extern "C" __global__ void swiglu_split_##SUFFIX(const float* gu, int inter, void* hi, void* lo) {           \
+        swiglu_split<SPLIT>(gu, inter, hi, lo);                                                                 \
+    }                                                                                                           \
+    extern "C" __global__ void copy_split_##SUFFIX(const float* x, int k, void* hi, void* lo) {                 \
+        copy_split<SPLIT>(x, k, hi, lo);                                                                        \
+    }
+SPLIT_FAMILY(SPLIT_F32, f32)
+SPLIT_FAMILY(SPLIT_BF16, bf16)
+SPLIT_FAMILY(SPLIT_F16, f16)
+
+// qkv (M, q_dim + 2·kv_dim) of positions io[1] + m: RoPE on q and k; q -> q_out (M, q_dim),
+// k/v -> the layer's cache rows. Grid M, 256 threads; thread i handles the pair (j, j + hd/2).
+extern "C" __global__ void rope_qkv_rows(const float* qkv, float* q_out, float* kc, float* vc, const int* io,
+                                         const float* inv_freq, int hd, int q_dim, int kv_dim) {
+    int m = blockIdx.x, pos = io[1] + m, half = hd >> 1;
+    int n = q_dim + 2 * kv_dim;
+    const float* r = qkv + (size_t)m * n;
+    for (int u = threadIdx.x; u < n / 2; u += blockDim.x) {
+        int r0 = (u / half) * hd + (u % half);
+        qkv_store(r0, r[r0], r[r0 + half], pos, inv_freq, hd, q_dim, kv_dim, q_out + (size_t)m * q_dim, kc, vc);
+    }
+}
+
+// fp8 (n, row_stride) codes + (n, bpr) scales -> bf16 (n, k) row-major, for the prefill GEMM.
+// Grid (ceil(k/256), n).
+extern "C" __global__ void dequant_fp8_bf16(const u8* codes, const float* scales, int k, int row_stride, int bpr, int block,
+                                            u16* out) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= k) return;
+    int r = blockIdx.y;
+    out[(size_t)r * k + c] = f32_to_bf16(weight_at<WT_FP8>(codes, scales, r, c, row_stride, bpr, block));
+}

@@ -1,0 +1,75 @@
+//! Harnesses that run single kernels or session paths on host data, for the tests that compare
+//! the GPU with its CPU reference (native/viva_core/tests/cuda.rs). Not used by generation.
+use super::kernels::GemvMode;
+use super::model::{gemv, ptr, GemvShape};
+use super::session::CudaSession;
+use super::weights::DevLinear;
+use super::{drv, require_gpu};
+use crate::error::{Error, Result};
+use crate::llm::Llm;
+use crate::weights::Linear;
+
+fn cuda_model(llm: &Llm) -> Result<&super::model::CudaModel> {
+    llm.cuda.as_ref().ok_or(Error::CudaUnavailable)
+}
+
+/// The GPU top-k candidates after prefilling `ids`.
+pub fn top_k(llm: &Llm, ids: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+    let mut s = CudaSession::new(cuda_model(llm)?, ids.len())?;
+    s.prefill(ids)?;
+    s.top_k(k)
+}
+
+/// Last logits after prefilling `ids` at once (GEMMs, in chunks) and after stepping them one by one.
+pub fn prefill_vs_steps(llm: &Llm, ids: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+    let m = cuda_model(llm)?;
+    let mut a = CudaSession::new(m, ids.len())?;
+    a.prefill(ids)?;
+    let mut b = CudaSession::new(m, ids.len())?;
+    for &id in ids {
+        b.step(id)?;
+    }
+    Ok((a.logits()?, b.logits()?))
+}
+
+/// One GEMV of `lin` on `x` (k) with an epilogue: Store → W·x (n); Resid → `resid` + W·x (n);
+/// Swiglu → silu(gate)·up (n/2). `norm`: RMSNorm x first with (weight, eps).
+pub fn linear(lin: &Linear, x: &[f32], mode: GemvMode, norm: Option<(&[f32], f32)>, resid: Option<&[f32]>) -> Result<Vec<f32>> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let w = DevLinear::upload(&s, lin)?;
+    let n_out = if mode == GemvMode::Swiglu { w.n / 2 } else { w.n };
+    let xd = s.clone_htod(x).map_err(drv("upload"))?;
+    let out = match resid {
+        Some(r) => s.clone_htod(r).map_err(drv("upload"))?,
+        None => s.alloc_zeros::<f32>(n_out).map_err(drv("alloc"))?,
+    };
+    let nw = s.clone_htod(norm.map_or(&[0.0][..], |n| n.0)).map_err(drv("upload"))?;
+    let io = s.alloc_zeros::<i32>(4).map_err(drv("alloc"))?;
+    let sh = GemvShape { io: ptr(&io, &s), inv_freq: 0, eps: norm.map_or(0.0, |n| n.1), head_dim: 0, q_dim: 0, kv_dim: 0, inter: w.n / 2 };
+    let norm_ptr = if norm.is_some() { ptr(&nw, &s) } else { 0 };
+    gemv(&gpu, &s, &w, mode, ptr(&xd, &s), norm_ptr, ptr(&out, &s), 0, 0, &sh)?;
+    let mut host = vec![0f32; n_out];
+    s.memcpy_dtoh(&out, &mut host).map_err(drv("read"))?;
+    s.synchronize().map_err(drv("sync"))?;
+    Ok(host)
+}
+
+/// Device-to-device copy bandwidth in bytes/s (bytes read + written), the decode roofline:
+/// the best of 5 copies of 1 GiB.
+pub fn copy_bandwidth() -> Result<f64> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let n = 1usize << 30;
+    let src = s.alloc_zeros::<u8>(n).map_err(drv("alloc"))?;
+    let mut dst = s.alloc_zeros::<u8>(n).map_err(drv("alloc"))?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        s.synchronize().map_err(drv("sync"))?;
+        let t = std::time::Instant::now();
+        s.memcpy_dtod(&src, &mut dst).map_err(drv("copy"))?;
+        s.synchronize().map_err(drv("sync"))?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * n as f64 / best)
+}

@@ -1,0 +1,416 @@
+//! One generation on the GPU: its stream, KV cache and scratch (all allocated up front), the
+//! prompt prefilled with GEMMs, and a decode step captured once into a CUDA graph.
+//!
+//! Decode reads the token id and position from `io` in device memory, so the same graph
+//! replays at every position: per token the host writes 16 bytes, launches the graph and reads
+//! back 4 bytes (greedy argmax) or the top-k candidates (sampling).
+use std::sync::Arc;
+
+use cudarc::cublas::sys as blas;
+use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaStream};
+
+use super::kernels::{GemvMode, Split, WeightKind};
+use super::model::{gemv, launch, ptr, Arg, CudaModel, GemvShape, ATT_CHUNK, ATT_THREADS};
+use super::weights::DevLinear;
+use super::{cuda_err, drv, BlasHandle};
+use crate::error::{Error, Result};
+use crate::sampling::MAX_TOP_K;
+
+/// Prompt rows per prefill pass: bounds the prefill scratch (longer prompts run in chunks).
+const PREFILL_ROWS: usize = 512;
+
+struct PrefillBufs {
+    rows: usize,
+    ids: CudaSlice<i32>,  // (rows)
+    xs: CudaSlice<f32>,   // (rows, hidden) residual stream
+    hi: CudaSlice<u8>,    // (rows, max_k) f32, or bf16/f16 high halves
+    lo: CudaSlice<u8>,    // (rows, max_k) bf16/f16 low halves
+    t: CudaSlice<f32>,    // (rows, max(q_dim + 2·kv_dim, 2·inter)) GEMM outputs
+    qb: CudaSlice<f32>,   // (rows, q_dim) roped queries
+    att: CudaSlice<f32>,  // (rows, q_dim) attention output
+    part: CudaSlice<f32>, // (rows, n_heads, max_splits, head_dim + 2)
+    deq: CudaSlice<u8>,   // (n, k) bf16 of the largest fp8 linear (fp8 only)
+}
+
+pub struct CudaSession<'m> {
+    m: &'m CudaModel,
+    stream: Arc<CudaStream>,
+    blas: Option<BlasHandle>,
+    max_seq: usize,
+    max_splits: usize,
+    kc: CudaSlice<f32>,     // (layers, max_seq, kv_dim)
+    vc: CudaSlice<f32>,     // (layers, max_seq, kv_dim)
+    x: CudaSlice<f32>,      // (hidden)
+    q: CudaSlice<f32>,      // (q_dim)
+    attn: CudaSlice<f32>,   // (q_dim)
+    act: CudaSlice<f32>,    // (intermediate)
+    logits: CudaSlice<f32>, // (vocab)
+    part: CudaSlice<f32>,   // (n_heads, max_splits, head_dim + 2)
+    io: CudaSlice<i32>,     // [token, pos, argmax, 0]
+    cand_val: CudaSlice<f32>, // (MAX_TOP_K)
+    cand_idx: CudaSlice<i32>, // (MAX_TOP_K)
+    pre: Option<PrefillBufs>,
+    graph: Option<CudaGraph>,
+    filled: usize,
+}
+
+impl Drop for CudaSession<'_> {
+    fn drop(&mut self) {
+        self.graph = None;
+        if let Some(h) = self.blas.take() {
+            self.m.gpu.give_blas(h);
+        }
+    }
+}
+
+impl<'m> CudaSession<'m> {
+    /// Room for `max_seq` positions (prompt + new tokens).
+    pub fn new(m: &'m CudaModel, max_seq: usize) -> Result<Self> {
+        let c = &m.config;
+        let stream = m.gpu.ctx.new_stream().map_err(drv("stream"))?;
+        let max_splits = max_seq.div_ceil(ATT_CHUNK);
+        let f = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("session alloc"));
+        let kv = c.num_hidden_layers * max_seq * c.kv_dim();
+        Ok(CudaSession {
+            max_seq,
+            max_splits,
+            kc: f(kv)?,
+            vc: f(kv)?,
+            x: f(c.hidden_size)?,
+            q: f(c.q_dim())?,
+            attn: f(c.q_dim())?,
+            act: f(c.intermediate_size)?,
+            logits: f(c.vocab_size)?,
+            part: f(c.num_attention_heads * max_splits * (c.head_dim + 2))?,
+            io: stream.alloc_zeros::<i32>(4).map_err(drv("session alloc"))?,
+            cand_val: f(MAX_TOP_K)?,
+            cand_idx: stream.alloc_zeros::<i32>(MAX_TOP_K).map_err(drv("session alloc"))?,
+            pre: None,
+            graph: None,
+            filled: 0,
+            blas: None,
+            stream,
+            m,
+        })
+    }
+
+    pub fn pos(&self) -> usize {
+        self.filled
+    }
+
+    /// Feeds the prompt (GEMMs per layer, chunks of PREFILL_ROWS); the last row's logits and
+    /// argmax are ready afterwards.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        if ids.len() == 1 {
+            return self.step(ids[0]);
+        }
+        for chunk in ids.chunks(PREFILL_ROWS) {
+            self.check_room(chunk.len())?;
+            self.prefill_chunk(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one token at the next position (one graph launch).
+    pub fn step(&mut self, id: u32) -> Result<()> {
+        self.check_room(1)?;
+        if id as usize >= self.m.config.vocab_size {
+            return Err(Error::TokenOutOfRange { id, vocab: self.m.config.vocab_size });
+        }
+        let io = [id as i32, self.filled as i32, 0, 0];
+        self.stream.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        if self.graph.is_none() {
+            self.graph = Some(self.capture()?);
+        }
+        if let Some(g) = &self.graph {
+            g.launch().map_err(drv("graph launch"))?;
+        }
+        self.filled += 1;
+        Ok(())
+    }
+
+    /// The greedy next token (the argmax the step computed on the device).
+    pub fn argmax(&mut self) -> Result<u32> {
+        let mut io = [0i32; 4];
+        self.stream.memcpy_dtoh(&self.io, &mut io).map_err(drv("read argmax"))?;
+        self.stream.synchronize().map_err(drv("sync"))?;
+        Ok(io[2] as u32)
+    }
+
+    /// The `k` (≤ MAX_TOP_K) largest logits as (id, logit), sorted descending, lower id first on
+    /// ties, NaN dropped: what `Sampler::sample_candidates` takes.
+    pub fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
+        let vocab = self.m.config.vocab_size;
+        let k = k.clamp(1, MAX_TOP_K).min(vocab);
+        let s = &self.stream;
+        launch(
+            s,
+            &self.m.gpu.k.topk,
+            (1, 1, 1),
+            1024,
+            0,
+            &[Arg::P(ptr(&self.logits, s)), Arg::I(vocab as i32), Arg::I(k as i32), Arg::P(ptr(&self.cand_val, s)), Arg::P(ptr(&self.cand_idx, s))],
+        )?;
+        let (mut val, mut idx) = (vec![0f32; MAX_TOP_K], vec![0i32; MAX_TOP_K]);
+        s.memcpy_dtoh(&self.cand_val, &mut val).map_err(drv("read candidates"))?;
+        s.memcpy_dtoh(&self.cand_idx, &mut idx).map_err(drv("read candidates"))?;
+        s.synchronize().map_err(drv("sync"))?;
+        let mut cand: Vec<(u32, f32)> = idx[..k].iter().zip(&val[..k]).filter(|(_, v)| !v.is_nan()).map(|(&i, &v)| (i as u32, v)).collect();
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(cand)
+    }
+
+    /// The logits after the last fed token (vocab), copied to the host.
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.m.config.vocab_size];
+        self.stream.memcpy_dtoh(&self.logits, &mut out).map_err(drv("read logits"))?;
+        self.stream.synchronize().map_err(drv("sync"))?;
+        Ok(out)
+    }
+
+    fn check_room(&self, n: usize) -> Result<()> {
+        if self.filled + n > self.max_seq {
+            return Err(Error::ContextOverflow { needed: self.filled + n, max: self.max_seq });
+        }
+        Ok(())
+    }
+
+    fn capture(&mut self) -> Result<CudaGraph> {
+        let s = self.stream.clone();
+        s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(drv("begin capture"))?;
+        let queued = self.enqueue_decode();
+        let graph = s.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(drv("end capture"));
+        queued?;
+        graph?.ok_or_else(|| Error::Cuda("empty decode graph".into()))
+    }
+
+    /// One decode step: embedding row → layers → final norm + lm_head → argmax into io[2].
+    fn enqueue_decode(&self) -> Result<()> {
+        let (m, s, c) = (self.m, &self.stream, &self.m.config);
+        let k = &m.gpu.k;
+        let (h, kv_dim) = (c.hidden_size, c.kv_dim());
+        launch(s, k.embed(m.embed.kind), (h.div_ceil(256) as u32, 1, 1), 256, 0, &[
+            Arg::P(ptr(&m.embed.data, s)),
+            Arg::P(ptr(&self.io, s)),
+            Arg::P(ptr(&self.x, s)),
+            Arg::I(h as i32),
+        ])?;
+        let (x, q, attn, act) = (ptr(&self.x, s), ptr(&self.q, s), ptr(&self.attn, s), ptr(&self.act, s));
+        let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
+        for (l, layer) in m.layers.iter().enumerate() {
+            let (kc, vc) = (ptr(&self.kc, s) + l as u64 * layer_bytes, ptr(&self.vc, s) + l as u64 * layer_bytes);
+            // attention block: q, k (roped) and v from rmsnorm(x); k/v appended at io[1]
+            self.gemv(&layer.qkv, GemvMode::Qkv, x, ptr(&layer.attn_norm, s), q, kc, vc)?;
+            self.attention(q, kc, vc, ptr(&self.part, s), attn, 1)?;
+            self.gemv(&layer.wo, GemvMode::Resid, attn, 0, x, 0, 0)?;
+            // MLP block: x += down(silu(gate) * up) of rmsnorm(x)
+            self.gemv(&layer.gate_up, GemvMode::Swiglu, x, ptr(&layer.mlp_norm, s), act, 0, 0)?;
+            self.gemv(&layer.down, GemvMode::Resid, act, 0, x, 0, 0)?;
+        }
+        self.head(x)
+    }
+
+    /// logits = lm_head(rmsnorm(x_row)), then io[2] = argmax.
+    fn head(&self, x_row: u64) -> Result<()> {
+        let (m, s) = (self.m, &self.stream);
+        self.gemv(&m.lm_head, GemvMode::Store, x_row, ptr(&m.norm, s), ptr(&self.logits, s), 0, 0)?;
+        launch(s, &m.gpu.k.argmax, (1, 1, 1), 1024, 0, &[
+            Arg::P(ptr(&self.logits, s)),
+            Arg::I(m.config.vocab_size as i32),
+            Arg::P(ptr(&self.io, s)),
+        ])
+    }
+
+    /// Flash-decoding attention of `rows` queries at positions io[1].. over the layer's cache.
+    fn attention(&self, q: u64, kc: u64, vc: u64, part: u64, out: u64, rows: usize) -> Result<()> {
+        let (k, s, c) = (&self.m.gpu.k, &self.stream, &self.m.config);
+        let (nh, nkv, hd) = (c.num_attention_heads as i32, c.num_key_value_heads as i32, c.head_dim as i32);
+        let io = ptr(&self.io, s);
+        launch(s, &k.attn_partial, (nkv as u32, self.max_splits as u32, rows as u32), ATT_THREADS, 0, &[
+            Arg::P(q),
+            Arg::P(kc),
+            Arg::P(vc),
+            Arg::P(part),
+            Arg::P(io),
+            Arg::I(nh),
+            Arg::I(nkv),
+            Arg::I(hd),
+            Arg::I(self.max_splits as i32),
+        ])?;
+        launch(s, &k.attn_combine, (nh as u32, rows as u32, 1), hd as u32, 0, &[
+            Arg::P(part),
+            Arg::P(out),
+            Arg::P(io),
+            Arg::I(nh),
+            Arg::I(hd),
+            Arg::I(self.max_splits as i32),
+        ])
+    }
+
+    fn gemv(&self, w: &DevLinear, mode: GemvMode, x: u64, norm: u64, out: u64, kc: u64, vc: u64) -> Result<()> {
+        let (m, s, c) = (self.m, &self.stream, &self.m.config);
+        let shape = GemvShape {
+            io: ptr(&self.io, s),
+            inv_freq: ptr(&m.inv_freq, s),
+            eps: c.rms_norm_eps,
+            head_dim: c.head_dim,
+            q_dim: c.q_dim(),
+            kv_dim: c.kv_dim(),
+            inter: c.intermediate_size,
+        };
+        gemv(&m.gpu, s, w, mode, x, norm, out, kc, vc, &shape)
+    }
+
+    fn prefill_bufs(&mut self, rows: usize) -> Result<()> {
+        if self.pre.as_ref().is_some_and(|p| p.rows >= rows) {
+            return Ok(());
+        }
+        let (m, s, c) = (self.m, &self.stream, &self.m.config);
+        let rows = rows.max(self.pre.as_ref().map_or(0, |p| p.rows));
+        let max_k = c.hidden_size.max(c.q_dim()).max(c.intermediate_size);
+        let max_n = (c.q_dim() + 2 * c.kv_dim()).max(2 * c.intermediate_size);
+        let deq = m.linears().filter(|l| l.kind == WeightKind::Fp8).map(|l| l.n * l.k * 2).max().unwrap_or(1);
+        let f = |n: usize| s.alloc_zeros::<f32>(n).map_err(drv("prefill alloc"));
+        let b = |n: usize| s.alloc_zeros::<u8>(n).map_err(drv("prefill alloc"));
+        self.pre = None; // free the smaller set first
+        self.pre = Some(PrefillBufs {
+            rows,
+            ids: s.alloc_zeros::<i32>(rows).map_err(drv("prefill alloc"))?,
+            xs: f(rows * c.hidden_size)?,
+            hi: b(rows * max_k * 4)?,
+            lo: b(rows * max_k * 2)?,
+            t: f(rows * max_n)?,
+            qb: f(rows * c.q_dim())?,
+            att: f(rows * c.q_dim())?,
+            part: f(rows * c.num_attention_heads * self.max_splits * (c.head_dim + 2))?,
+            deq: b(deq)?,
+        });
+        Ok(())
+    }
+
+    fn prefill_chunk(&mut self, ids: &[u32]) -> Result<()> {
+        let rows = ids.len();
+        self.prefill_bufs(rows)?;
+        if self.blas.is_none() {
+            self.blas = Some(self.m.gpu.take_blas()?);
+        }
+        let vocab = self.m.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::TokenOutOfRange { id, vocab });
+        }
+        let (m, s, c) = (self.m, self.stream.clone(), self.m.config.clone());
+        let k = &m.gpu.k;
+        let Some(p) = self.pre.as_mut() else { return Err(Error::Internal("prefill buffers".into())) };
+        let ids_i: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        s.memcpy_htod(&ids_i, &mut p.ids).map_err(drv("write ids"))?;
+        let io = [0i32, self.filled as i32, 0, 0];
+        s.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        let p = self.pre.as_ref().ok_or_else(|| Error::Internal("prefill buffers".into()))?;
+        let (h, kv_dim, inter, q_dim) = (c.hidden_size, c.kv_dim(), c.intermediate_size, c.q_dim());
+        let (xs, hi, lo, t, qb, att, part) =
+            (ptr(&p.xs, &s), ptr(&p.hi, &s), ptr(&p.lo, &s), ptr(&p.t, &s), ptr(&p.qb, &s), ptr(&p.att, &s), ptr(&p.part, &s));
+        let r = rows as u32;
+        launch(&s, k.embed(m.embed.kind), (h.div_ceil(256) as u32, r, 1), 256, 0, &[
+            Arg::P(ptr(&m.embed.data, &s)),
+            Arg::P(ptr(&p.ids, &s)),
+            Arg::P(xs),
+            Arg::I(h as i32),
+        ])?;
+        let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
+        let eps = c.rms_norm_eps;
+        for (l, layer) in m.layers.iter().enumerate() {
+            let (kc, vc) = (ptr(&self.kc, &s) + l as u64 * layer_bytes, ptr(&self.vc, &s) + l as u64 * layer_bytes);
+            let sp = split_for(layer.qkv.kind);
+            launch(&s, k.rmsnorm_split(sp), (r, 1, 1), 256, 0, &[Arg::P(xs), Arg::P(ptr(&layer.attn_norm, &s)), Arg::F(eps), Arg::I(h as i32), Arg::P(hi), Arg::P(lo)])?;
+            self.gemm(&layer.qkv, hi, lo, rows, t, 0.0)?;
+            launch(&s, &k.rope_qkv_rows, (r, 1, 1), 256, 0, &[
+                Arg::P(t),
+                Arg::P(qb),
+                Arg::P(kc),
+                Arg::P(vc),
+                Arg::P(ptr(&self.io, &s)),
+                Arg::P(ptr(&m.inv_freq, &s)),
+                Arg::I(c.head_dim as i32),
+                Arg::I(q_dim as i32),
+                Arg::I(kv_dim as i32),
+            ])?;
+            self.attention(qb, kc, vc, part, att, rows)?;
+            launch(&s, k.copy_split(split_for(layer.wo.kind)), (r, 1, 1), 256, 0, &[Arg::P(att), Arg::I(q_dim as i32), Arg::P(hi), Arg::P(lo)])?;
+            self.gemm(&layer.wo, hi, lo, rows, xs, 1.0)?;
+            launch(&s, k.rmsnorm_split(split_for(layer.gate_up.kind)), (r, 1, 1), 256, 0, &[Arg::P(xs), Arg::P(ptr(&layer.mlp_norm, &s)), Arg::F(eps), Arg::I(h as i32), Arg::P(hi), Arg::P(lo)])?;
+            self.gemm(&layer.gate_up, hi, lo, rows, t, 0.0)?;
+            launch(&s, k.swiglu_split(split_for(layer.down.kind)), (r, 1, 1), 256, 0, &[Arg::P(t), Arg::I(inter as i32), Arg::P(hi), Arg::P(lo)])?;
+            self.gemm(&layer.down, hi, lo, rows, xs, 1.0)?;
+        }
+        self.head(xs + ((rows - 1) * h * 4) as u64)?;
+        self.filled += rows;
+        Ok(())
+    }
+
+    /// out (rows, n) = beta·out + W · (hi + lo) for every row: cuBLAS, f32 accumulation.
+    fn gemm(&self, w: &DevLinear, hi: u64, lo: u64, rows: usize, out: u64, beta: f32) -> Result<()> {
+        use blas::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+        let (s, k) = (&self.stream, &self.m.gpu.k);
+        let h = self.blas.as_ref().ok_or_else(|| Error::Internal("no cuBLAS handle".into()))?.0;
+        let (a, a_type, lda, b_type) = match w.kind {
+            WeightKind::Fp8 => {
+                let deq = ptr(&self.pre.as_ref().ok_or_else(|| Error::Internal("prefill buffers".into()))?.deq, s);
+                let (wp, sp) = w.ptr(s);
+                launch(s, &k.dequant_fp8_bf16, (w.k.div_ceil(256) as u32, w.n as u32, 1), 256, 0, &[
+                    Arg::P(wp),
+                    Arg::P(sp),
+                    Arg::I(w.k as i32),
+                    Arg::I(w.row_stride as i32),
+                    Arg::I(w.bpr as i32),
+                    Arg::I(w.block as i32),
+                    Arg::P(deq),
+                ])?;
+                (deq, CUDA_R_16BF, w.k, CUDA_R_16BF)
+            }
+            WeightKind::Bf16 => (w.ptr(s).0, CUDA_R_16BF, w.row_stride, CUDA_R_16BF),
+            WeightKind::F16 => (w.ptr(s).0, CUDA_R_16F, w.row_stride, CUDA_R_16F),
+            WeightKind::F32 => (w.ptr(s).0, CUDA_R_32F, w.row_stride, CUDA_R_32F),
+        };
+        let one = 1.0f32;
+        // SAFETY: the handle is this session's; pointers are live device allocations of the sizes
+        // the dimensions imply (W (n, lda), activations (rows, k), out (rows, n)).
+        unsafe {
+            cudarc::cublas::result::set_stream(h, s.cu_stream() as _).map_err(|e| cuda_err("cublasSetStream", e))?;
+            let halves: &[(u64, f32)] = if w.kind == WeightKind::F32 { &[(hi, beta)] } else { &[(hi, beta), (lo, 1.0)] };
+            for &(x, b) in halves {
+                cudarc::cublas::result::gemm_ex(
+                    h,
+                    blas::cublasOperation_t::CUBLAS_OP_T,
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    w.n as i32,
+                    rows as i32,
+                    w.k as i32,
+                    &one as *const f32 as *const _,
+                    a as *const _,
+                    a_type,
+                    lda as i32,
+                    x as *const _,
+                    b_type,
+                    w.k as i32,
+                    &b as *const f32 as *const _,
+                    out as *mut _,
+                    CUDA_R_32F,
+                    w.n as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .map_err(|e| cuda_err("cublasGemmEx", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The activation split a weight kind's GEMM takes.
+fn split_for(kind: WeightKind) -> Split {
+    match kind {
+        WeightKind::Fp8 | WeightKind::Bf16 => Split::Bf16,
+        WeightKind::F16 => Split::F16,
+        WeightKind::F32 => Split::F32,
+    }
+}
