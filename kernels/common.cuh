@@ -4,11 +4,29 @@ typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
 
+// +inf without <math.h> (NVRTC has no standard headers here).
+#define VIVA_INF __int_as_float(0x7f800000)
+
 // Weight element kinds (Rust: backend::cuda::weights::WeightKind).
 #define WT_FP8 0
 #define WT_BF16 1
 #define WT_F16 2
 #define WT_F32 3
+
+// Programmatic dependent launch (sm_90+; the host sets the launch attribute there): a kernel lets
+// the next one start launching at once (trigger), and waits for the previous one's results
+// (wait) only right before it reads them. Every kernel calls pdl_wait() before touching data an
+// earlier kernel wrote; older GPUs serialize launches as usual and these are no-ops.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ float bf16_to_f32(u32 bits16) { return __uint_as_float(bits16 << 16); }
 

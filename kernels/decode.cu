@@ -20,13 +20,15 @@
 #define GEMV_SWIGLU 2
 #define GEMV_QKV 3
 #define GEMV_THREADS 256
+#define GEMV_BATCH 4
 
 template <int WT> struct ChunkElems { enum { E = WT == WT_FP8 ? 16 : (WT == WT_F32 ? 4 : 8) }; };
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
 #if __CUDA_ARCH__ >= 800
     uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+    // not volatile: the compiler must be free to issue a whole batch of these before using any
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 #else
@@ -92,6 +94,66 @@ __device__ __forceinline__ void qkv_store(int r0, float a0, float a1, int pos, c
     }
 }
 
+// GEMV_BATCH chunks per lane per row: loaded together, then used.
+template <int WT>
+struct Batch {
+    uint4 v0[GEMV_BATCH], v1[GEMV_BATCH];
+    float s0[GEMV_BATCH], s1[GEMV_BATCH];
+};
+
+template <int MODE>
+__device__ __forceinline__ void unit_rows(int u, int n, int hd, int inter, int& r0, int& r1) {
+    if (MODE == GEMV_SWIGLU) {
+        r0 = u;
+        r1 = inter + u;
+    } else if (MODE == GEMV_QKV) {
+        int half = hd >> 1;
+        r0 = (u / half) * hd + (u % half);
+        r1 = r0 + half;
+    } else {
+        r0 = 2 * u;
+        r1 = 2 * u + 1;
+    }
+}
+
+template <int WT>
+__device__ __forceinline__ void load_batch(Batch<WT>& b, const u8* w, const float* scales, size_t row_bytes, int nchunks, int bpr,
+                                           int block, int r0, int r1s, int c0) {
+    const uint4* p0 = (const uint4*)(w + r0 * row_bytes);
+    const uint4* p1 = (const uint4*)(w + r1s * row_bytes);
+#pragma unroll
+    for (int j = 0; j < GEMV_BATCH; j++) {
+        int c = c0 + 32 * j;
+        if (c < nchunks) {
+            b.v0[j] = load_stream(p0 + c);
+            b.v1[j] = load_stream(p1 + c);
+            if (WT == WT_FP8) {
+                int k = min(c * 16 / block, bpr - 1);
+                b.s0[j] = scales[(size_t)r0 * bpr + k];
+                b.s1[j] = scales[(size_t)r1s * bpr + k];
+            }
+        }
+    }
+}
+
+template <int WT>
+__device__ __forceinline__ void use_batch(const Batch<WT>& b, const float* xs, int nchunks, int c0, float& a0, float& a1) {
+#pragma unroll
+    for (int j = 0; j < GEMV_BATCH; j++) {
+        int c = c0 + 32 * j;
+        if (c < nchunks) {
+            float s0 = chunk_dot<WT>(b.v0[j], xs, nchunks, c);
+            float s1 = chunk_dot<WT>(b.v1[j], xs, nchunks, c);
+            if (WT == WT_FP8) {
+                s0 *= b.s0[j];
+                s1 *= b.s1[j];
+            }
+            a0 += s0;
+            a1 += s1;
+        }
+    }
+}
+
 template <int WT, int MODE>
 __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_stride, int bpr, int block, int units, int upb,
                      const float* x, const float* norm_w, float eps, float* out, float* kc, float* vc, const int* io,
@@ -101,52 +163,56 @@ __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_str
     const int E = ChunkElems<WT>::E;
     const int nchunks = row_stride / E;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    float inv = 1.0f;
-    if (norm_w) {
-        float ss = 0.0f;
-        for (int i = tid; i < k; i += blockDim.x) ss += x[i] * x[i];
-        ss = block_sum(ss, red);
-        inv = 1.0f / sqrtf(ss / (float)k + eps);
+    const size_t row_bytes = (size_t)nchunks * 16;
+    const int u_end = min(units, (int)(blockIdx.x + 1) * upb);
+    pdl_trigger();
+    // Weights never depend on the previous kernel: the first batch of this warp's first unit is
+    // requested before waiting for it (overlapping its launch and tail), and every unit's last
+    // batch is followed at once by the next unit's first (double buffer), so DRAM latency is
+    // paid once per warp rather than once per unit.
+    int u = blockIdx.x * upb + warp;
+    int r0 = 0, r1 = 0;
+    Batch<WT> cur, nxt;
+    if (u < u_end) {
+        unit_rows<MODE>(u, n, hd, inter, r0, r1);
+        load_batch<WT>(cur, w, scales, row_bytes, nchunks, bpr, block, r0, r1 < n ? r1 : r0, lane);
     }
+    pdl_wait();
+
+    // stage x (transposed) while summing its squares; then scale in shared memory
+    float ss = 0.0f;
+#pragma unroll 4
     for (int i = tid; i < nchunks * E; i += blockDim.x) {
-        float v = 0.0f;
-        if (i < k) v = norm_w ? norm_w[i] * (x[i] * inv) : x[i];
+        float v = i < k ? x[i] : 0.0f;
+        ss += v * v;
         xs[(i % E) * nchunks + i / E] = v;
+    }
+    if (norm_w) {
+        ss = block_sum(ss, red);  // (its first barrier also orders the stores above)
+        float inv = 1.0f / sqrtf(ss / (float)k + eps);
+#pragma unroll 4
+        for (int i = tid; i < k; i += blockDim.x) {
+            float* p = &xs[(i % E) * nchunks + i / E];
+            *p = norm_w[i] * (*p * inv);
+        }
     }
     __syncthreads();
 
-    const size_t row_bytes = (size_t)nchunks * 16;
-    int u_end = min(units, (int)(blockIdx.x + 1) * upb);
-    for (int u = blockIdx.x * upb + warp; u < u_end; u += GEMV_THREADS / 32) {
-        int r0, r1;
-        if (MODE == GEMV_SWIGLU) {
-            r0 = u;
-            r1 = inter + u;
-        } else if (MODE == GEMV_QKV) {
-            int half = hd >> 1;
-            r0 = (u / half) * hd + (u % half);
-            r1 = r0 + half;
-        } else {
-            r0 = 2 * u;
-            r1 = 2 * u + 1;
-        }
+    for (; u < u_end; u += GEMV_THREADS / 32) {
         bool has1 = r1 < n;
-        const uint4* p0 = (const uint4*)(w + r0 * row_bytes);
-        const uint4* p1 = (const uint4*)(w + (has1 ? r1 : r0) * row_bytes);
+        int r1s = has1 ? r1 : r0;
         float a0 = 0.0f, a1 = 0.0f;
-#pragma unroll 4
-        for (int c = lane; c < nchunks; c += 32) {
-            uint4 v0 = load_stream(p0 + c);
-            uint4 v1 = load_stream(p1 + c);
-            float s0 = chunk_dot<WT>(v0, xs, nchunks, c);
-            float s1 = chunk_dot<WT>(v1, xs, nchunks, c);
-            if (WT == WT_FP8) {
-                int b = min(c * 16 / block, bpr - 1);
-                s0 *= scales[(size_t)r0 * bpr + b];
-                s1 *= scales[(size_t)(has1 ? r1 : r0) * bpr + b];
+        for (int c0 = lane; c0 < nchunks; c0 += 32 * GEMV_BATCH) {
+            bool last = c0 + 32 * GEMV_BATCH >= nchunks;
+            if (!last) {
+                load_batch<WT>(nxt, w, scales, row_bytes, nchunks, bpr, block, r0, r1s, c0 + 32 * GEMV_BATCH);
+            } else if (u + GEMV_THREADS / 32 < u_end) {
+                int n0, n1;
+                unit_rows<MODE>(u + GEMV_THREADS / 32, n, hd, inter, n0, n1);
+                load_batch<WT>(nxt, w, scales, row_bytes, nchunks, bpr, block, n0, n1 < n ? n1 : n0, lane);
             }
-            a0 += s0;
-            a1 += s1;
+            use_batch<WT>(cur, xs, nchunks, c0, a0, a1);
+            cur = nxt;
         }
         a0 = warp_sum(a0);
         a1 = warp_sum(a1);
@@ -163,6 +229,7 @@ __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_str
                 qkv_store(r0, a0, a1, io[1], inv_freq, hd, q_dim, kv_dim, out, kc, vc);
             }
         }
+        unit_rows<MODE>(u + GEMV_THREADS / 32, n, hd, inter, r0, r1);
     }
 }
 
@@ -188,6 +255,8 @@ GEMV_FAMILY(WT_F32, f32)
 // x (rows, hidden) = table[ids[row]]; grid (ceil(hidden/256), rows). Decode passes ids = io.
 template <int WT>
 __device__ void embed(const u8* table, const int* ids, float* x, int hidden) {
+    pdl_trigger();
+    pdl_wait();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hidden) return;
     size_t id = (size_t)ids[blockIdx.y];
@@ -199,25 +268,32 @@ extern "C" __global__ void embed_f32(const u8* t, const int* ids, float* x, int 
 
 // ---- attention (flash-decoding) ----------------------------------------------------------
 // Query m (of M, positions io[1] + m) of KV head g's q-heads attends to cache positions
-// [split*ATT_CHUNK, ...] ∩ [0, pos]. Grid (n_kv_heads, max_splits, M), ATT_THREADS threads.
+// [split*chunk, split*chunk + chunk) ∩ [0, pos]. Grid (n_kv_heads, max_splits, M), ATT_THREADS
+// threads; chunk ≤ ATT_MAX_CHUNK is fixed per session (the host sizes it so that short contexts
+// still spread over the SMs). A warp scores one position for all of the group's q heads at once
+// (per-lane partial dots in registers, then independent butterfly reductions).
 // q (M, n_heads*hd); kc, vc (max_seq, kv_dim) of one layer;
 // part (M, n_heads, max_splits, hd + 2): per split the running max, the sum of exp, Σ p·v.
-// The combine kernel merges the splits (log-sum-exp) into out (M, n_heads*hd).
-#define ATT_CHUNK 64
-#define ATT_THREADS 128
+// The last block to finish for a (query, KV head) merges the splits (log-sum-exp) into
+// out (M, n_heads*hd): counters (M, n_kv) count finished splits and are reset to 0 by that block,
+// so the graph replays with them zeroed (no separate combine launch).
+#define ATT_MAX_CHUNK 64
+#define ATT_THREADS 256
 #define ATT_MAX_GROUP 16
 #define ATT_MAX_HD 256
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attn_partial(const float* q, const float* kc, const float* vc, float* part, const int* io, int n_heads, int n_kv, int hd,
-                 int max_splits) {
-    __shared__ float qs[ATT_MAX_GROUP * ATT_MAX_HD];  // (group, hd), pre-scaled by nothing
-    __shared__ float sc[ATT_MAX_GROUP * ATT_CHUNK];   // (group, chunk)
+    attn_decode(const float* q, const float* kc, const float* vc, float* part, int* counters, float* out, const int* io,
+                int n_heads, int n_kv, int hd, int max_splits, int chunk) {
+    __shared__ float qs[ATT_MAX_GROUP * ATT_MAX_HD];     // (group, hd)
+    __shared__ float sc[ATT_MAX_GROUP * ATT_MAX_CHUNK];  // (group, chunk)
+    pdl_trigger();
+    pdl_wait();
     int kvh = blockIdx.x, split = blockIdx.y, m = blockIdx.z;
     int pos = io[1] + m;
-    int t0 = split * ATT_CHUNK;
+    int t0 = split * chunk;
     if (t0 > pos) return;
-    int t1 = min(t0 + ATT_CHUNK, pos + 1), nt = t1 - t0;
+    int t1 = min(t0 + chunk, pos + 1), nt = t1 - t0;
     int group = n_heads / n_kv, kv_dim = n_kv * hd, q_dim = n_heads * hd;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = ATT_THREADS / 32;
     float scale = 1.0f / sqrtf((float)hd);
@@ -226,23 +302,40 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     __syncthreads();
     for (int t = t0 + warp; t < t1; t += nw) {
         const float* kt = kc + (size_t)t * kv_dim + kvh * hd;
-        for (int g = 0; g < group; g++) {
+        float kr[ATT_MAX_HD / 32];
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_HD / 32; i++) kr[i] = (lane + 32 * i < hd) ? kt[lane + 32 * i] : 0.0f;
+        float dot[ATT_MAX_GROUP];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_GROUP; g++) {
             float s = 0.0f;
-            for (int d = lane; d < hd; d += 32) s = fmaf(qs[g * hd + d], kt[d], s);
-            s = warp_sum(s);
-            if (lane == 0) sc[g * ATT_CHUNK + (t - t0)] = s * scale;
+            if (g < group) {
+#pragma unroll
+                for (int i = 0; i < ATT_MAX_HD / 32; i++)
+                    if (lane + 32 * i < hd) s = fmaf(qs[g * hd + lane + 32 * i], kr[i], s);
+            }
+            dot[g] = s;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_GROUP; g++) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
+        if (lane == 0) {
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_GROUP; g++)
+                if (g < group) sc[g * ATT_MAX_CHUNK + (t - t0)] = dot[g] * scale;
         }
     }
     __syncthreads();
     float* pbase = part + ((size_t)m * n_heads + (size_t)kvh * group) * max_splits * (hd + 2);
     for (int g = warp; g < group; g += nw) {
-        float mx = -INFINITY;
-        for (int t = lane; t < nt; t += 32) mx = fmaxf(mx, sc[g * ATT_CHUNK + t]);
+        float mx = -VIVA_INF;
+        for (int t = lane; t < nt; t += 32) mx = fmaxf(mx, sc[g * ATT_MAX_CHUNK + t]);
         mx = warp_max(mx);
         float l = 0.0f;
         for (int t = lane; t < nt; t += 32) {
-            float p = expf(sc[g * ATT_CHUNK + t] - mx);
-            sc[g * ATT_CHUNK + t] = p;
+            float p = expf(sc[g * ATT_MAX_CHUNK + t] - mx);
+            sc[g * ATT_MAX_CHUNK + t] = p;
             l += p;
         }
         l = warp_sum(l);
@@ -255,37 +348,51 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     __syncthreads();
     for (int i = tid; i < group * hd; i += ATT_THREADS) {
         int g = i / hd, d = i % hd;
+        const float* vt = vc + (size_t)t0 * kv_dim + kvh * hd + d;
         float acc = 0.0f;
-        for (int t = 0; t < nt; t++) acc = fmaf(sc[g * ATT_CHUNK + t], vc[(size_t)(t0 + t) * kv_dim + kvh * hd + d], acc);
+#pragma unroll 8
+        for (int t = 0; t < nt; t++) acc = fmaf(sc[g * ATT_MAX_CHUNK + t], vt[(size_t)t * kv_dim], acc);
         pbase[((size_t)g * max_splits + split) * (hd + 2) + 2 + d] = acc;
     }
-}
 
-// Grid (n_heads, M), hd threads.
-extern "C" __global__ void attn_combine(const float* part, float* out, const int* io, int n_heads, int hd, int max_splits) {
-    int h = blockIdx.x, m = blockIdx.y, d = threadIdx.x;
-    int pos = io[1] + m;
-    int ns = pos / ATT_CHUNK + 1;
-    const float* ph = part + ((size_t)m * n_heads + h) * max_splits * (hd + 2);
-    float mx = -INFINITY;
-    for (int s = 0; s < ns; s++) mx = fmaxf(mx, ph[s * (hd + 2)]);
-    float l = 0.0f, acc = 0.0f;
-    for (int s = 0; s < ns; s++) {
-        float f = expf(ph[s * (hd + 2)] - mx);
-        l += ph[s * (hd + 2) + 1] * f;
-        acc += ph[s * (hd + 2) + 2 + d] * f;
+    // publish this split; the last one to arrive merges them all
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    int ns = pos / chunk + 1;
+    if (tid == 0) {
+        int* ctr = counters + (size_t)m * n_kv + kvh;
+        last = atomicAdd(ctr, 1) == ns - 1;
+        if (last) *ctr = 0;
     }
-    out[(size_t)m * n_heads * hd + h * hd + d] = acc / l;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = tid; i < group * hd; i += ATT_THREADS) {
+        int g = i / hd, d = i % hd;
+        const float* pg = pbase + (size_t)g * max_splits * (hd + 2);
+        float mx = -VIVA_INF;
+        for (int sp = 0; sp < ns; sp++) mx = fmaxf(mx, __ldcg(pg + sp * (hd + 2)));
+        float l = 0.0f, acc = 0.0f;
+        for (int sp = 0; sp < ns; sp++) {
+            float f = expf(__ldcg(pg + sp * (hd + 2)) - mx);
+            l += __ldcg(pg + sp * (hd + 2) + 1) * f;
+            acc += __ldcg(pg + sp * (hd + 2) + 2 + d) * f;
+        }
+        out[(size_t)m * q_dim + (size_t)(kvh * group + g) * hd + d] = acc / l;
+    }
 }
 
 // ---- greedy: argmax ----------------------------------------------------------------------
 // One block of 1024: io[2] = the index of the largest logit, the lowest index on ties (as
 // torch.argmax); NaN never wins.
 extern "C" __global__ void __launch_bounds__(1024) argmax(const float* logits, int n, int* io) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float bv[1024];
     __shared__ int bi[1024];
     int tid = threadIdx.x;
-    float best = -INFINITY;
+    float best = -VIVA_INF;
     int idx = 0x7fffffff;
     for (int i = tid; i < n; i += 1024) {
         float v = logits[i];
@@ -348,6 +455,8 @@ __device__ u32 block_scan_1024(u32 v, u32* warp_tot, u32* total) {
 }
 
 extern "C" __global__ void __launch_bounds__(1024) topk(const float* logits, int n, int K, float* out_val, int* out_idx) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ u32 hist[256];
     __shared__ u32 s_prefix, s_need, s_mask;
     __shared__ u32 warp_tot[32], tot_gt, tot_eq;

@@ -1,24 +1,32 @@
 // Prefill kernels: the whole prompt (M rows) per layer, around cuBLAS GEMMs.
-// GEMM inputs are split so that tensor-core GEMMs keep ~16 bits of the f32 activations:
-// x = hi + lo with hi = round(x), lo = round(x - hi) in the weights' 16-bit type, and
-// W·x = W·hi + W·lo (two GEMMs accumulating into one f32 output). f32 weights take x as is.
-// Output kinds (template SPLIT): 0 = f32 copy, 1 = bf16 hi/lo, 2 = f16 hi/lo.
+// GEMM inputs are split so that tensor-core GEMMs keep all 24 bits of the f32 activations:
+// x = hi + mid + lo, each the rounding of what is left in the weights' 16-bit type, and
+// W·x = W·hi + W·mid + W·lo (GEMMs accumulating into one f32 output). f32 weights take x as is.
+// Output kinds (template SPLIT): 0 = f32 copy, 1 = bf16 hi/mid/lo, 2 = f16 hi/mid/lo.
 #define SPLIT_F32 0
 #define SPLIT_BF16 1
 #define SPLIT_F16 2
 
+// hi and lo point at (rows, k) arrays; mid sits right after hi's rows·k elements (`plane`) for
+// the 16-bit splits (the host sizes that buffer for both).
 template <int SPLIT>
-__device__ __forceinline__ void store_split(float v, size_t i, void* hi, void* lo) {
+__device__ __forceinline__ void store_split(float v, size_t i, void* hi, void* lo, size_t plane) {
     if (SPLIT == SPLIT_F32) {
         ((float*)hi)[i] = v;
     } else if (SPLIT == SPLIT_BF16) {
         u16 h = f32_to_bf16(v);
+        float r = v - bf16_to_f32(h);
+        u16 m = f32_to_bf16(r);
         ((u16*)hi)[i] = h;
-        ((u16*)lo)[i] = f32_to_bf16(v - bf16_to_f32(h));
+        ((u16*)hi)[plane + i] = m;
+        ((u16*)lo)[i] = f32_to_bf16(r - bf16_to_f32(m));
     } else {
         u16 h = f32_to_f16(v);
+        float r = v - f16_to_f32(h);
+        u16 m = f32_to_f16(r);
         ((u16*)hi)[i] = h;
-        ((u16*)lo)[i] = f32_to_f16(v - f16_to_f32(h));
+        ((u16*)hi)[plane + i] = m;
+        ((u16*)lo)[i] = f32_to_f16(r - f16_to_f32(m));
     }
 }
 
@@ -26,25 +34,31 @@ __device__ __forceinline__ void store_split(float v, size_t i, void* hi, void* l
 template <int SPLIT>
 __device__ void rmsnorm_split(const float* x, const float* w, float eps, int k, void* hi, void* lo) {
     __shared__ float red[32];
+    pdl_trigger();
+    pdl_wait();
     const float* xr = x + (size_t)blockIdx.x * k;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < k; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_sum(ss, red);
     float inv = 1.0f / sqrtf(ss / (float)k + eps);
-    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(w[i] * (xr[i] * inv), (size_t)blockIdx.x * k + i, hi, lo);
+    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(w[i] * (xr[i] * inv), (size_t)blockIdx.x * k + i, hi, lo, (size_t)gridDim.x * k);
 }
 
 // Row m of gate_up (M, 2·inter): silu(gate) * up, split. Grid M, 256 threads.
 template <int SPLIT>
 __device__ void swiglu_split(const float* gu, int inter, void* hi, void* lo) {
+    pdl_trigger();
+    pdl_wait();
     const float* r = gu + (size_t)blockIdx.x * 2 * inter;
-    for (int i = threadIdx.x; i < inter; i += blockDim.x) store_split<SPLIT>(silu(r[i]) * r[inter + i], (size_t)blockIdx.x * inter + i, hi, lo);
+    for (int i = threadIdx.x; i < inter; i += blockDim.x) store_split<SPLIT>(silu(r[i]) * r[inter + i], (size_t)blockIdx.x * inter + i, hi, lo, (size_t)gridDim.x * inter);
 }
 
 // x (rows, k) split as is (the attention output before o_proj). Grid rows, 256 threads.
 template <int SPLIT>
 __device__ void copy_split(const float* x, int k, void* hi, void* lo) {
-    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(x[(size_t)blockIdx.x * k + i], (size_t)blockIdx.x * k + i, hi, lo);
+    pdl_trigger();
+    pdl_wait();
+    for (int i = threadIdx.x; i < k; i += blockDim.x) store_split<SPLIT>(x[(size_t)blockIdx.x * k + i], (size_t)blockIdx.x * k + i, hi, lo, (size_t)gridDim.x * k);
 }
 
 #define SPLIT_FAMILY(SPLIT, SUFFIX)                                                                              \
@@ -66,6 +80,8 @@ SPLIT_FAMILY(SPLIT_F16, f16)
 // k/v -> the layer's cache rows. Grid M, 256 threads; thread i handles the pair (j, j + hd/2).
 extern "C" __global__ void rope_qkv_rows(const float* qkv, float* q_out, float* kc, float* vc, const int* io,
                                          const float* inv_freq, int hd, int q_dim, int kv_dim) {
+    pdl_trigger();
+    pdl_wait();
     int m = blockIdx.x, pos = io[1] + m, half = hd >> 1;
     int n = q_dim + 2 * kv_dim;
     const float* r = qkv + (size_t)m * n;
@@ -75,12 +91,18 @@ extern "C" __global__ void rope_qkv_rows(const float* qkv, float* q_out, float* 
     }
 }
 
-// fp8 (n, row_stride) codes + (n, bpr) scales -> bf16 (n, k) row-major, for the prefill GEMM.
+// fp8 (n, row_stride) codes + (n, bpr) scales -> w = hi + lo as two bf16 (n, k) row-major arrays
+// for the prefill GEMMs (code × scale has up to 27 significant bits; hi + lo keep 16 of them).
 // Grid (ceil(k/256), n).
 extern "C" __global__ void dequant_fp8_bf16(const u8* codes, const float* scales, int k, int row_stride, int bpr, int block,
-                                            u16* out) {
+                                            u16* hi, u16* lo) {
+    pdl_trigger();
+    pdl_wait();
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= k) return;
     int r = blockIdx.y;
-    out[(size_t)r * k + c] = f32_to_bf16(weight_at<WT_FP8>(codes, scales, r, c, row_stride, bpr, block));
+    float v = weight_at<WT_FP8>(codes, scales, r, c, row_stride, bpr, block);
+    u16 h = f32_to_bf16(v);
+    hi[(size_t)r * k + c] = h;
+    lo[(size_t)r * k + c] = f32_to_bf16(v - bf16_to_f32(h));
 }

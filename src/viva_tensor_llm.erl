@@ -17,7 +17,8 @@
 %% `{ok, _}' or `{error, Reason}'; README.md lists the Reasons.
 -module(viva_tensor_llm).
 
--export([load/1, load/2, generate/2, generate/3, chat/2, chat/3, stream/4, cancel/1, info/1]).
+-export([load/1, load/2, generate/2, generate/3, chat/2, chat/3, stream/4, cancel/1, info/1,
+         backend_info/0]).
 -export([load_options/0, generate_options/0, defaults/1]).
 
 -export_type([model/0, reason/0, load_opts/0, generate_opts/0, result/0, option_spec/0]).
@@ -85,11 +86,12 @@ load_options() ->
       <<"The tokenizer.json to use (string or binary); `auto` looks for <name>_tokenizer.json "
         "beside a weights file, then tokenizer.json in the checkpoint folder.">>},
      {device, auto, fun v_device/1,
-      <<"`auto`, `cpu` or `cuda`. `auto` runs on the CPU today; `cuda` gives "
-        "`{error, cuda_unavailable}` until the GPU backend lands.">>},
+      <<"`auto`, `cpu` or `cuda`. `auto` takes the GPU when a usable one is found (see "
+        "`backend_info/0`), else the CPU; `cuda` without one is `{error, cuda_unavailable}`. "
+        "On the GPU, generate/chat/stream run there; the low-level decode_step API stays on the CPU.">>},
      {progress, none, fun v_progress/1,
       <<"A pid that receives `{viva_load_progress, Stage, Done, Total, Detail}` messages "
-        "(Stage `file`, `layer`, `tokenizer`, `ready`), or `none`. Every load also logs one line "
+        "(Stage `file`, `layer`, `tokenizer`, `device` (the upload to the GPU), `ready`), or `none`. Every load also logs one line "
         "per file and per transformer block (debug) through OTP logger.">>},
      {weights, fp8, fun v_weights/1,
       <<"Weight format: `fp8` (E4M3 weight-only with blocked scales, half of bf16's bytes), "
@@ -244,10 +246,19 @@ cancel(Ref) ->
     viva_tensor_nif:stream_cancel(Ref).
 
 %% @doc The loaded model's configuration (config.json fields after defaults and
-%% generation_config.json), plus `tokenizer_vocab_size'.
+%% generation_config.json), plus `tokenizer_vocab_size' and `backend' (`cpu' or `cuda').
 -spec info(model()) -> {ok, map()} | {error, reason()}.
 info(Model) ->
     viva_tensor_nif:model_info(Model).
+
+%% @doc What this machine offers and what `device => auto' picks:
+%% `#{cuda_available => boolean(), cuda_reason => binary() (<<"ok">> or why not: no driver,
+%% no device, NVRTC missing, VIVA_DISABLE_CUDA set...), gpu_name, compute_capability => {Major, Minor},
+%% gpu_memory (bytes), sm_count (`undefined' without a GPU), cpu_threads, auto => cpu | cuda}'.
+%% Probing never crashes the VM; the first call initialises CUDA (dirty IO scheduler).
+-spec backend_info() -> {ok, map()} | {error, reason()}.
+backend_info() ->
+    viva_tensor_nif:backend_info().
 
 %%--------------------------------------------------------------------------------------
 %% Validation

@@ -14,6 +14,7 @@
 %% {@link viva_tensor_llm}, which owns option validation and defaults.
 -module(viva_tensor_nif).
 
+-export([backend_info/0]).
 -export([model_load/2, model_generate/3, model_chat/3, model_info/1,
          model_stream/4, stream_cancel/1, stream_active_count/0]).
 %% Low-level resources (viva_tensor_lowlevel validates and documents them).
@@ -52,6 +53,9 @@ model_load(_Path, _Opts) -> not_loaded().
 model_generate(_Model, _Prompt, _Opts) -> not_loaded().
 
 %% @doc The model's configuration as a map.
+-spec backend_info() -> {ok, map()} | {error, term()}.
+backend_info() -> not_loaded().
+
 -spec model_info(reference()) -> {ok, map()} | {error, term()}.
 model_info(_Model) -> not_loaded().
 

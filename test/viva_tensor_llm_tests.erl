@@ -37,7 +37,7 @@ tests() ->
      {"a string path and a binary path load the same model", fun load_string_and_binary_path/1},
      {"num_layers loads only the first blocks", fun load_num_layers/1},
      {"tokenizer_path overrides a missing tokenizer.json", fun load_tokenizer_path/1},
-     {"device cpu works and device cuda says cuda_unavailable", fun load_device/1},
+     {"device cpu works; device cuda works with a GPU and is cuda_unavailable without", fun load_device/1},
      {"weight formats: bf16 equals HF on a bf16 checkpoint, fp8 blocks load", fun weight_formats/1},
      {"info/1 returns the config.json fields", fun info_fields/1},
      {"max_new_tokens 0 generates nothing", fun zero_new_tokens/1},
@@ -172,7 +172,21 @@ load_tokenizer_path(Ctx) ->
 load_device(Ctx) ->
     {ok, M} = load(?S:fixture("tiny_gqa"), #{device => cpu}),
     assert_greedy(M, expected(Ctx, "tiny_gqa")),
-    ?assertEqual({error, cuda_unavailable}, load(?S:fixture("tiny_gqa"), #{device => cuda})),
+    {ok, #{cuda_available := Cuda, cuda_reason := Why, auto := Auto, cpu_threads := T}} =
+        viva_tensor_llm:backend_info(),
+    ?assert(is_binary(Why) andalso is_integer(T) andalso T > 0),
+    case Cuda of
+        false ->
+            ?assertEqual(cpu, Auto),
+            ?assertNotEqual(<<"ok">>, Why),
+            ?assertEqual({error, cuda_unavailable}, load(?S:fixture("tiny_gqa"), #{device => cuda}));
+        true ->
+            ?assertEqual(cuda, Auto),
+            {ok, G} = load(?S:fixture("tiny_gqa"), #{device => cuda}),
+            ?assertMatch({ok, #{backend := cuda}}, viva_tensor_llm:info(G)),
+            assert_greedy(G, expected(Ctx, "tiny_gqa"))
+    end,
+    ?assertMatch({ok, #{backend := cpu}}, viva_tensor_llm:info(M)),
     assert_still_works(Ctx).
 
 info_fields(Ctx) ->
@@ -413,10 +427,12 @@ load(Path, Opts) -> viva_tensor_llm:load(Path, Opts).
 
 load_progress_test() ->
     Dir = viva_tensor_test_support:fixture("tiny_mha_sharded"),
-    {ok, _} = viva_tensor_llm:load(Dir, #{progress => self()}),
-    Msgs = fun F(Acc) -> receive {viva_load_progress, _, _, _, _} = M -> F([M | Acc]) after 0 -> lists:reverse(Acc) end end([]),
+    {ok, Loaded} = viva_tensor_llm:load(Dir, #{progress => self()}),
+    Msgs = fun F(Acc) -> receive {viva_load_progress, _, _, _, _} = P -> F([P | Acc]) after 0 -> lists:reverse(Acc) end end([]),
     Stages = [S || {viva_load_progress, S, _, _, _} <- Msgs],
-    ?assertEqual([file, file, tokenizer, layer, layer, layer, ready], Stages),
+    %% a model placed on the GPU reports the upload as stage `device'
+    Device = case viva_tensor_llm:info(Loaded) of {ok, #{backend := cuda}} -> [device]; _ -> [] end,
+    ?assertEqual([file, file, tokenizer, layer, layer, layer] ++ Device ++ [ready], Stages),
     ?assertMatch([{viva_load_progress, layer, 3, 3, <<"model.layers.2">>}],
                  [M || {viva_load_progress, layer, 3, _, _} = M <- Msgs]),
     ?assertEqual({error, {invalid_option, progress, 5}}, viva_tensor_llm:load(Dir, #{progress => 5})),

@@ -42,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for dir in &args {
         let dir = PathBuf::from(dir);
         let name = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        for (label, weights) in [("native", WeightFormat::Native), ("bf16", WeightFormat::Bf16), ("fp8-b16", WeightFormat::Fp8(Blocking::DEFAULT)), ("fp8-b128", WeightFormat::Fp8(Blocking::new(128)?))] {
+        let all = [("native", WeightFormat::Native), ("bf16", WeightFormat::Bf16), ("fp8-b16", WeightFormat::Fp8(Blocking::DEFAULT)), ("fp8-b128", WeightFormat::Fp8(Blocking::new(128)?))];
+        // VIVA_BENCH_FORMATS=native,fp8-b16 picks a subset (bf16 of a bf16 checkpoint is native)
+        let pick = std::env::var("VIVA_BENCH_FORMATS").unwrap_or_else(|_| "native,bf16,fp8-b16,fp8-b128".into());
+        for (label, weights) in all.into_iter().filter(|(l, _)| pick.split(',').any(|p| p == *l)) {
             let t = Instant::now();
             let llm = Llm::load(&dir, &LoadOptions { device: Device::Cuda, weights, ..Default::default() })?;
             let load_s = t.elapsed().as_secs_f64();
@@ -68,6 +71,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             llm.generate_ids(&long, &one)?;
             let pf = median((0..RUNS).map(|_| llm.generate_ids(&long, &one).map(|r| PREFILL_TOKENS as f64 / (r.prefill_ms / 1e3))).collect::<Result<_, _>>()?);
             let roof_ms = bytes as f64 / bw * 1e3;
+            if std::env::var_os("VIVA_PROFILE").is_some() {
+                for (label, t) in viva_core::backend::cuda::check::profile_decode(&llm, &prompt)? {
+                    eprintln!("  profile {name} {label}: {:.1} us", t * 1e3);
+                }
+            }
             let agree = expect.as_ref().and_then(|e| e[&name]["tokens"].as_array()).map(|want| {
                 let want: Vec<u32> = want.iter().map(|v| v.as_u64().unwrap_or(0) as u32).collect();
                 let n = want.len().min(tokens.len());

@@ -217,12 +217,17 @@ impl Llm {
         }
         progress(LoadProgress { stage: "tokenizer", done: 1, total: 1, detail: tokenizer.path().display().to_string() });
         let total = config.num_hidden_layers;
-        let model = Model::new(&ckpt, config.clone(), opts.weights, &mut |l| {
+        // fp8 on the GPU: the host keeps the checkpoint's own bytes (mmap) and the device packs them
+        let host_format = match opts.weights {
+            WeightFormat::Fp8(_) if use_cuda => WeightFormat::Native,
+            w => w,
+        };
+        let model = Model::new(&ckpt, config.clone(), host_format, &mut |l| {
             progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
         })?;
         #[cfg(feature = "cuda")]
         let cuda = if use_cuda {
-            let m = crate::backend::cuda::model::CudaModel::upload(&model)?;
+            let m = crate::backend::cuda::model::CudaModel::upload(&model, opts.weights)?;
             progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
             Some(m)
         } else {

@@ -176,3 +176,32 @@ fn gemv_kernels_match_the_cpu_linear() {
         }
     }
 }
+
+/// The device-side fp8 prepack (used when loading fp8 onto the GPU) is bit-identical to the
+/// host's PackedFp8::prepack, special values included.
+#[test]
+fn device_fp8_prepack_is_bit_identical_to_the_host_prepack() {
+    use viva_core::quant::fp8::PackedFp8;
+    use viva_core::tensor::TensorView;
+    use viva_core::weights::Linear;
+    if !gpu_or_skip() {
+        return;
+    }
+    let (n, k) = (33usize, 200usize);
+    let mut data: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761usize % 100003) as f32 / 100003.0 - 0.5) * 0.08).collect();
+    data[..16].fill(0.0); // an all-zero block
+    for (i, v) in [(20, f32::INFINITY), (21, f32::NEG_INFINITY), (22, f32::NAN), (23, 1e-30), (24, -3e4), (25, -0.0)] {
+        data[i] = v;
+    }
+    for (i, v) in data[k..2 * k].iter_mut().enumerate() {
+        *v = (i as f32 - 100.0) * 1e-7; // values deep in the subnormal codes
+    }
+    let t = TensorView::from_f32("w", vec![n, k], &data);
+    let lin = Linear::fuse(&[&t], WeightFormat::Native).unwrap();
+    for b in [Blocking::DEFAULT, Blocking::new(32).unwrap(), Blocking::new(128).unwrap(), Blocking::PerChannel] {
+        let host = PackedFp8::prepack(&data, n, k, b).unwrap();
+        let (codes, scales) = viva_core::backend::cuda::check::pack_fp8(&lin, b).unwrap();
+        assert_eq!(codes, host.codes, "{b:?}");
+        assert_eq!(scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), host.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), "{b:?}");
+    }
+}

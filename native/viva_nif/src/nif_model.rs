@@ -35,7 +35,9 @@ rustler::atoms! {
     intermediate_size, rms_norm_eps, rope_theta, rope_scaling, vocab_size,
     max_position_embeddings, tie_word_embeddings, bos_token_id, eos_token_ids,
     tokenizer_vocab_size, rope_type, default, llama3, factor, low_freq_factor,
-    high_freq_factor, original_max_position_embeddings, undefined,
+    high_freq_factor, original_max_position_embeddings, undefined, backend,
+    // backend_info keys
+    cuda_available, cuda_reason, gpu_name, compute_capability, gpu_memory, sm_count, cpu_threads,
 }
 
 /// A term the NIF could not accept: the `{invalid_option, Key, Value}` to report.
@@ -162,9 +164,37 @@ fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
             Err(_) => return invalid_option_error(env, model().encode(env), model_term),
         };
         let llm = &handle.0;
-        match encode_config(env, &llm.config, llm.tokenizer.vocab_size()) {
+        let on = if llm.backend() == "cuda" { cuda() } else { cpu() };
+        match encode_config(env, &llm.config, llm.tokenizer.vocab_size()).and_then(|m| m.map_put(backend(), on).ok()) {
             Some(map) => (reason::ok(), map).encode(env),
             None => internal_error(env, "could not build the info map"),
+        }
+    })
+}
+
+/// What the machine offers: `{ok, #{cuda_available, cuda_reason, gpu_name, compute_capability,
+/// gpu_memory, sm_count, cpu_threads, auto}}`. The first call initialises CUDA (driver probe,
+/// kernel compile or cache load), hence dirty IO.
+#[rustler::nif(schedule = "DirtyIo")]
+fn backend_info<'a>(env: Env<'a>) -> Term<'a> {
+    guarded(env, || {
+        let i = viva_core::backend::info();
+        let opt = |v: Option<Term<'a>>| v.unwrap_or_else(|| undefined().encode(env));
+        let pairs: [(Atom, Term<'a>); 8] = [
+            (cuda_available(), i.cuda_available.encode(env)),
+            (cuda_reason(), i.cuda_reason.encode(env)),
+            (gpu_name(), opt(i.gpu_name.as_ref().map(|n| n.encode(env)))),
+            (compute_capability(), opt(i.compute_capability.map(|c| c.encode(env)))),
+            (gpu_memory(), opt(i.gpu_memory.map(|m| m.encode(env)))),
+            (sm_count(), opt(i.sm_count.map(|m| m.encode(env)))),
+            (cpu_threads(), i.cpu_threads.encode(env)),
+            (auto(), if i.auto == "cuda" { cuda() } else { cpu() }.encode(env)),
+        ];
+        let keys: Vec<Term<'a>> = pairs.iter().map(|(k, _)| k.encode(env)).collect();
+        let values: Vec<Term<'a>> = pairs.iter().map(|(_, v)| *v).collect();
+        match Term::map_from_term_arrays(env, &keys, &values) {
+            Ok(map) => (reason::ok(), map).encode(env),
+            Err(_) => internal_error(env, "could not build the backend map"),
         }
     })
 }

@@ -73,3 +73,23 @@ pub fn copy_bandwidth() -> Result<f64> {
     }
     Ok(2.0 * n as f64 / best)
 }
+
+/// Per-kernel-group times (ms) of one decode step after a `prompt_len`-token prompt.
+pub fn profile_decode(llm: &Llm, prompt: &[u32]) -> Result<Vec<(&'static str, f64)>> {
+    let mut s = CudaSession::new(cuda_model(llm)?, prompt.len() + 8)?;
+    s.prefill(prompt)?;
+    s.profile_step(prompt[0])?; // warm-up
+    s.profile_step(prompt[0])
+}
+
+/// `lin` (a `Native` linear) packed to fp8 on the device: (codes (n, row_stride), scales (n, bpr)).
+pub fn pack_fp8(lin: &Linear, blocking: crate::quant::fp8::Blocking) -> Result<(Vec<u8>, Vec<f32>)> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let w = DevLinear::upload_fp8(&gpu, &s, lin, blocking)?;
+    let (mut codes, mut scales) = (vec![0u8; w.n * w.row_stride], vec![0f32; w.n * w.bpr]);
+    s.memcpy_dtoh(&w.data, &mut codes).map_err(drv("read"))?;
+    s.memcpy_dtoh(&w.scales, &mut scales).map_err(drv("read"))?;
+    s.synchronize().map_err(drv("sync"))?;
+    Ok((codes, scales))
+}

@@ -11,10 +11,11 @@ use super::{cuda_err, drv};
 use crate::error::Result;
 
 /// Concatenated in this order into one NVRTC program (no include path is needed).
-const SOURCES: [(&str, &str); 3] = [
+const SOURCES: [(&str, &str); 4] = [
     ("common.cuh", include_str!("../../../../../kernels/common.cuh")),
     ("decode.cu", include_str!("../../../../../kernels/decode.cu")),
     ("prefill.cu", include_str!("../../../../../kernels/prefill.cu")),
+    ("quant.cu", include_str!("../../../../../kernels/quant.cu")),
 ];
 
 /// Weight element kinds, as the kernels number them (`WT_*` in kernels/common.cuh).
@@ -58,8 +59,7 @@ pub struct Kernels {
     gemv: Vec<Vec<CudaFunction>>,
     /// [weight kind] (fp8 has no embedding table kind: index 0 unused → bf16)
     embed: Vec<CudaFunction>,
-    pub attn_partial: CudaFunction,
-    pub attn_combine: CudaFunction,
+    pub attn_decode: CudaFunction,
     pub argmax: CudaFunction,
     pub topk: CudaFunction,
     /// [split]
@@ -68,6 +68,8 @@ pub struct Kernels {
     copy_split: Vec<CudaFunction>,
     pub rope_qkv_rows: CudaFunction,
     pub dequant_fp8_bf16: CudaFunction,
+    /// [source weight kind] (fp8 index unused)
+    quant_fp8: Vec<CudaFunction>,
     /// Dynamic shared memory a GEMV block may use (the device's opt-in maximum less the static part).
     pub gemv_smem_max: usize,
     pub arch: String,
@@ -90,6 +92,9 @@ impl Kernels {
     }
     pub fn copy_split(&self, s: Split) -> &CudaFunction {
         &self.copy_split[s as usize]
+    }
+    pub fn quant_fp8(&self, src: WeightKind) -> &CudaFunction {
+        &self.quant_fp8[src as usize]
     }
 
     pub fn load(ctx: &Arc<CudaContext>, cc: (i32, i32), smem_optin: usize) -> Result<Self> {
@@ -119,8 +124,7 @@ impl Kernels {
         Ok(Kernels {
             gemv,
             embed: vec![f("embed_bf16")?, f("embed_bf16")?, f("embed_f16")?, f("embed_f32")?],
-            attn_partial: f("attn_partial")?,
-            attn_combine: f("attn_combine")?,
+            attn_decode: f("attn_decode")?,
             argmax: f("argmax")?,
             topk: f("topk")?,
             rmsnorm_split: splits.iter().map(|s| f(&format!("rmsnorm_split_{s}"))).collect::<Result<_>>()?,
@@ -128,6 +132,7 @@ impl Kernels {
             copy_split: splits.iter().map(|s| f(&format!("copy_split_{s}"))).collect::<Result<_>>()?,
             rope_qkv_rows: f("rope_qkv_rows")?,
             dequant_fp8_bf16: f("dequant_fp8_bf16")?,
+            quant_fp8: vec![f("quant_fp8_bf16")?, f("quant_fp8_bf16")?, f("quant_fp8_f16")?, f("quant_fp8_f32")?],
             gemv_smem_max,
             arch,
             origin,

@@ -2,7 +2,7 @@
 //! helpers the sessions use.
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr};
 
 use super::weights::{DevEmbedding, DevLinear};
 use super::kernels::GemvMode;
@@ -10,12 +10,14 @@ use super::{drv, require_gpu, Gpu};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::weights::{Embedding, Linear, WeightFormat};
 
 /// Kernel limits (kernels/decode.cu: ATT_MAX_GROUP, ATT_MAX_HD, ATT_CHUNK).
 pub const ATT_MAX_GROUP: usize = 16;
 pub const ATT_MAX_QS: usize = 16 * 256;
-pub const ATT_CHUNK: usize = 64;
-pub const ATT_THREADS: u32 = 128;
+pub const ATT_MAX_CHUNK: usize = 64;
+pub const ATT_MIN_CHUNK: usize = 16;
+pub const ATT_THREADS: u32 = 256;
 pub const GEMV_THREADS: u32 = 256;
 
 pub struct DevLayer {
@@ -44,20 +46,51 @@ pub enum Arg {
     F(f32),
 }
 
+/// Launches `f` on `stream`. On sm_90+ with programmatic dependent launch: the kernel may start
+/// while the previous one finishes; every kernel waits (griddepcontrol.wait) before reading what
+/// an earlier kernel wrote (kernels/common.cuh), so results are the same.
 pub fn launch(stream: &Arc<CudaStream>, f: &CudaFunction, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-    let mut b = stream.launch_builder(f);
-    for a in args {
-        match a {
-            Arg::P(p) => b.arg(p),
-            Arg::I(i) => b.arg(i),
-            Arg::F(x) => b.arg(x),
-        };
-    }
+    use cudarc::driver::sys;
+    let mut params: Vec<*mut std::ffi::c_void> = args
+        .iter()
+        .map(|a| match a {
+            Arg::P(p) => p as *const u64 as *mut std::ffi::c_void,
+            Arg::I(i) => i as *const i32 as *mut std::ffi::c_void,
+            Arg::F(x) => x as *const f32 as *mut std::ffi::c_void,
+        })
+        .collect();
+    // SAFETY: an all-zero CUlaunchAttribute is a valid "ignored" attribute; we set id and value.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: smem,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: u32::from(pdl_enabled(stream)),
+    };
+    stream.context().bind_to_thread().map_err(drv("bind context"))?;
     // SAFETY: every call site passes the argument list its kernel declares (same order and
-    // types), with device pointers to live allocations sized for the grid.
-    unsafe { b.launch(LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem }) }
-        .map(|_| ())
+    // types), with device pointers to live allocations sized for the grid; `params` points into
+    // `args`, which outlives the call (the driver copies the values at launch).
+    unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()) }
+        .result()
         .map_err(drv("kernel launch"))
+}
+
+/// PDL needs sm_90+; VIVA_NO_PDL=1 turns it off (for comparisons).
+fn pdl_enabled(stream: &CudaStream) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let cc = stream.context().attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
+        cc >= 9 && std::env::var_os("VIVA_NO_PDL").is_none_or(|v| v.is_empty() || v == "0")
+    })
 }
 
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -65,8 +98,10 @@ pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 }
 
 impl CudaModel {
-    /// Copies a loaded CPU model's weights (same format, same bytes) to the GPU.
-    pub fn upload(m: &Model) -> Result<Self> {
+    /// Copies a loaded CPU model's weights to the GPU in `format`: the same bytes when the host
+    /// model is already in it; a `Native` host model (mmapped checkpoint) is packed to fp8 on the
+    /// device (bit-identical to the host prepack) and its embedding converted as `Embedding::new`.
+    pub fn upload(m: &Model, format: WeightFormat) -> Result<Self> {
         let gpu = require_gpu()?;
         let c = &m.config;
         let group = c.num_attention_heads / c.num_key_value_heads.max(1);
@@ -74,7 +109,12 @@ impl CudaModel {
             return Err(Error::invalid_option("device", format!("cuda: head_dim {} × group {group} exceeds the attention kernel", c.head_dim)));
         }
         let stream = gpu.ctx.new_stream().map_err(drv("stream"))?;
-        let up = |l| DevLinear::upload(&stream, l);
+        let gpu_ref = &gpu;
+        let up = |l: &Linear| match format {
+            WeightFormat::Fp8(b) if m.format == WeightFormat::Native => DevLinear::upload_fp8(gpu_ref, &stream, l, b),
+            _ if m.format == format => DevLinear::upload(&stream, l),
+            _ => Err(Error::Internal(format!("cuda upload: host model is {:?}, asked for {format:?}", m.format))),
+        };
         let vec = |v: &Vec<f32>| stream.clone_htod(v).map_err(drv("upload"));
         let mut layers = Vec::with_capacity(m.layers.len());
         for l in &m.layers {
@@ -89,7 +129,10 @@ impl CudaModel {
         }
         let model = CudaModel {
             config: c.clone(),
-            embed: DevEmbedding::upload(&stream, &m.embed)?,
+            embed: match (&m.embed, format) {
+                (Embedding::Native(t), f) if f != WeightFormat::Native => DevEmbedding::upload(&stream, &Embedding::new(t, f))?,
+                (e, _) => DevEmbedding::upload(&stream, e)?,
+            },
             layers,
             norm: vec(&m.norm)?,
             lm_head: up(&m.lm_head)?,
@@ -137,7 +180,7 @@ pub fn gemv(gpu: &Gpu, s: &Arc<CudaStream>, w: &DevLinear, mode: GemvMode, x: u6
         GemvMode::Swiglu | GemvMode::Qkv => w.n / 2,
     };
     let warps = (GEMV_THREADS / 32) as usize;
-    let blocks = units.div_ceil(warps).min(2 * gpu.sm_count).max(1);
+    let blocks = units.div_ceil(warps).min(gemv_blocks_per_sm() * gpu.sm_count).max(1);
     let upb = units.div_ceil(blocks).div_ceil(warps) * warps;
     let grid = units.div_ceil(upb) as u32;
     let (wp, sp) = w.ptr(s);
@@ -164,4 +207,10 @@ pub fn gemv(gpu: &Gpu, s: &Arc<CudaStream>, w: &DevLinear, mode: GemvMode, x: u6
         Arg::I(sh.kv_dim as i32),
         Arg::I(sh.inter as i32),
     ])
+}
+
+/// GEMV blocks per SM (VIVA_GEMV_BLOCKS_PER_SM overrides, for tuning runs).
+fn gemv_blocks_per_sm() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("VIVA_GEMV_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(2))
 }

@@ -10,7 +10,7 @@ use cudarc::cublas::sys as blas;
 use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaStream};
 
 use super::kernels::{GemvMode, Split, WeightKind};
-use super::model::{gemv, launch, ptr, Arg, CudaModel, GemvShape, ATT_CHUNK, ATT_THREADS};
+use super::model::{gemv, launch, ptr, Arg, CudaModel, GemvShape, ATT_MAX_CHUNK, ATT_MIN_CHUNK, ATT_THREADS};
 use super::weights::DevLinear;
 use super::{cuda_err, drv, BlasHandle};
 use crate::error::{Error, Result};
@@ -23,13 +23,13 @@ struct PrefillBufs {
     rows: usize,
     ids: CudaSlice<i32>,  // (rows)
     xs: CudaSlice<f32>,   // (rows, hidden) residual stream
-    hi: CudaSlice<u8>,    // (rows, max_k) f32, or bf16/f16 high halves
-    lo: CudaSlice<u8>,    // (rows, max_k) bf16/f16 low halves
+    hi: CudaSlice<u8>,    // (rows, max_k) f32, or 2 × (rows, max_k) bf16/f16: high then middle thirds
+    lo: CudaSlice<u8>,    // (rows, max_k) bf16/f16 low thirds
     t: CudaSlice<f32>,    // (rows, max(q_dim + 2·kv_dim, 2·inter)) GEMM outputs
     qb: CudaSlice<f32>,   // (rows, q_dim) roped queries
     att: CudaSlice<f32>,  // (rows, q_dim) attention output
     part: CudaSlice<f32>, // (rows, n_heads, max_splits, head_dim + 2)
-    deq: CudaSlice<u8>,   // (n, k) bf16 of the largest fp8 linear (fp8 only)
+    deq: CudaSlice<u8>,   // 2 × (n, k) bf16 (hi, lo) of the largest fp8 linear (fp8 only)
 }
 
 pub struct CudaSession<'m> {
@@ -37,6 +37,8 @@ pub struct CudaSession<'m> {
     stream: Arc<CudaStream>,
     blas: Option<BlasHandle>,
     max_seq: usize,
+    /// Cache positions per attention split, and splits for max_seq.
+    chunk: usize,
     max_splits: usize,
     kc: CudaSlice<f32>,     // (layers, max_seq, kv_dim)
     vc: CudaSlice<f32>,     // (layers, max_seq, kv_dim)
@@ -46,6 +48,7 @@ pub struct CudaSession<'m> {
     act: CudaSlice<f32>,    // (intermediate)
     logits: CudaSlice<f32>, // (vocab)
     part: CudaSlice<f32>,   // (n_heads, max_splits, head_dim + 2)
+    counters: CudaSlice<i32>, // (PREFILL_ROWS, n_kv_heads) finished attention splits, kept at 0 between launches
     io: CudaSlice<i32>,     // [token, pos, argmax, 0]
     cand_val: CudaSlice<f32>, // (MAX_TOP_K)
     cand_idx: CudaSlice<i32>, // (MAX_TOP_K)
@@ -68,11 +71,16 @@ impl<'m> CudaSession<'m> {
     pub fn new(m: &'m CudaModel, max_seq: usize) -> Result<Self> {
         let c = &m.config;
         let stream = m.gpu.ctx.new_stream().map_err(drv("stream"))?;
-        let max_splits = max_seq.div_ceil(ATT_CHUNK);
+        // enough splits to fill ~2 blocks per SM at this session's length, ATT_MIN..MAX_CHUNK each
+        let per_block = (max_seq * c.num_key_value_heads).div_ceil(2 * m.gpu.sm_count);
+        let chunk = per_block.div_ceil(ATT_MIN_CHUNK).max(1) * ATT_MIN_CHUNK;
+        let chunk = chunk.clamp(ATT_MIN_CHUNK, ATT_MAX_CHUNK);
+        let max_splits = max_seq.div_ceil(chunk);
         let f = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("session alloc"));
         let kv = c.num_hidden_layers * max_seq * c.kv_dim();
         Ok(CudaSession {
             max_seq,
+            chunk,
             max_splits,
             kc: f(kv)?,
             vc: f(kv)?,
@@ -83,6 +91,7 @@ impl<'m> CudaSession<'m> {
             logits: f(c.vocab_size)?,
             part: f(c.num_attention_heads * max_splits * (c.head_dim + 2))?,
             io: stream.alloc_zeros::<i32>(4).map_err(drv("session alloc"))?,
+            counters: stream.alloc_zeros::<i32>(PREFILL_ROWS * c.num_key_value_heads).map_err(drv("session alloc"))?,
             cand_val: f(MAX_TOP_K)?,
             cand_idx: stream.alloc_zeros::<i32>(MAX_TOP_K).map_err(drv("session alloc"))?,
             pre: None,
@@ -178,14 +187,14 @@ impl<'m> CudaSession<'m> {
     fn capture(&mut self) -> Result<CudaGraph> {
         let s = self.stream.clone();
         s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(drv("begin capture"))?;
-        let queued = self.enqueue_decode();
+        let queued = self.enqueue_decode(&mut |_| Ok(()));
         let graph = s.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(drv("end capture"));
         queued?;
         graph?.ok_or_else(|| Error::Cuda("empty decode graph".into()))
     }
 
     /// One decode step: embedding row → layers → final norm + lm_head → argmax into io[2].
-    fn enqueue_decode(&self) -> Result<()> {
+    fn enqueue_decode(&self, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let (m, s, c) = (self.m, &self.stream, &self.m.config);
         let k = &m.gpu.k;
         let (h, kv_dim) = (c.hidden_size, c.kv_dim());
@@ -195,19 +204,57 @@ impl<'m> CudaSession<'m> {
             Arg::P(ptr(&self.x, s)),
             Arg::I(h as i32),
         ])?;
+        mark("embed")?;
         let (x, q, attn, act) = (ptr(&self.x, s), ptr(&self.q, s), ptr(&self.attn, s), ptr(&self.act, s));
         let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
         for (l, layer) in m.layers.iter().enumerate() {
             let (kc, vc) = (ptr(&self.kc, s) + l as u64 * layer_bytes, ptr(&self.vc, s) + l as u64 * layer_bytes);
             // attention block: q, k (roped) and v from rmsnorm(x); k/v appended at io[1]
             self.gemv(&layer.qkv, GemvMode::Qkv, x, ptr(&layer.attn_norm, s), q, kc, vc)?;
+            mark("qkv (norm, rope, kv append)")?;
             self.attention(q, kc, vc, ptr(&self.part, s), attn, 1)?;
+            mark("attention (split + merge)")?;
             self.gemv(&layer.wo, GemvMode::Resid, attn, 0, x, 0, 0)?;
+            mark("o_proj + residual")?;
             // MLP block: x += down(silu(gate) * up) of rmsnorm(x)
             self.gemv(&layer.gate_up, GemvMode::Swiglu, x, ptr(&layer.mlp_norm, s), act, 0, 0)?;
+            mark("gate_up (norm, silu*mul)")?;
             self.gemv(&layer.down, GemvMode::Resid, act, 0, x, 0, 0)?;
+            mark("down + residual")?;
         }
-        self.head(x)
+        self.head(x)?;
+        mark("lm_head (norm) + argmax")
+    }
+
+    /// Times each kernel group of one decode step at the next position (events between launches,
+    /// no graph): (label, total ms over the layers). The step's K/V are written like `step`'s.
+    pub fn profile_step(&mut self, id: u32) -> Result<Vec<(&'static str, f64)>> {
+        use cudarc::driver::sys::CUevent_flags;
+        self.check_room(1)?;
+        let io = [id as i32, self.filled as i32, 0, 0];
+        self.stream.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        let ctx = self.m.gpu.ctx.clone();
+        let ev = || ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"));
+        let mut events = vec![("start", ev()?)];
+        events[0].1.record(&self.stream).map_err(drv("event"))?;
+        let stream = self.stream.clone();
+        self.enqueue_decode(&mut |label| {
+            let e = ev()?;
+            e.record(&stream).map_err(drv("event"))?;
+            events.push((label, e));
+            Ok(())
+        })?;
+        self.stream.synchronize().map_err(drv("sync"))?;
+        let mut out: Vec<(&'static str, f64)> = Vec::new();
+        for w in events.windows(2) {
+            let ms = w[0].1.elapsed_ms(&w[1].1).map_err(drv("event"))? as f64;
+            match out.iter_mut().find(|(l, _)| *l == w[1].0) {
+                Some(e) => e.1 += ms,
+                None => out.push((w[1].0, ms)),
+            }
+        }
+        self.filled += 1;
+        Ok(out)
     }
 
     /// logits = lm_head(rmsnorm(x_row)), then io[2] = argmax.
@@ -225,25 +272,19 @@ impl<'m> CudaSession<'m> {
     fn attention(&self, q: u64, kc: u64, vc: u64, part: u64, out: u64, rows: usize) -> Result<()> {
         let (k, s, c) = (&self.m.gpu.k, &self.stream, &self.m.config);
         let (nh, nkv, hd) = (c.num_attention_heads as i32, c.num_key_value_heads as i32, c.head_dim as i32);
-        let io = ptr(&self.io, s);
-        launch(s, &k.attn_partial, (nkv as u32, self.max_splits as u32, rows as u32), ATT_THREADS, 0, &[
+        launch(s, &k.attn_decode, (nkv as u32, self.max_splits as u32, rows as u32), ATT_THREADS, 0, &[
             Arg::P(q),
             Arg::P(kc),
             Arg::P(vc),
             Arg::P(part),
-            Arg::P(io),
+            Arg::P(ptr(&self.counters, s)),
+            Arg::P(out),
+            Arg::P(ptr(&self.io, s)),
             Arg::I(nh),
             Arg::I(nkv),
             Arg::I(hd),
             Arg::I(self.max_splits as i32),
-        ])?;
-        launch(s, &k.attn_combine, (nh as u32, rows as u32, 1), hd as u32, 0, &[
-            Arg::P(part),
-            Arg::P(out),
-            Arg::P(io),
-            Arg::I(nh),
-            Arg::I(hd),
-            Arg::I(self.max_splits as i32),
+            Arg::I(self.chunk as i32),
         ])
     }
 
@@ -269,7 +310,7 @@ impl<'m> CudaSession<'m> {
         let rows = rows.max(self.pre.as_ref().map_or(0, |p| p.rows));
         let max_k = c.hidden_size.max(c.q_dim()).max(c.intermediate_size);
         let max_n = (c.q_dim() + 2 * c.kv_dim()).max(2 * c.intermediate_size);
-        let deq = m.linears().filter(|l| l.kind == WeightKind::Fp8).map(|l| l.n * l.k * 2).max().unwrap_or(1);
+        let deq = m.linears().filter(|l| l.kind == WeightKind::Fp8).map(|l| l.n * l.k * 4).max().unwrap_or(1);
         let f = |n: usize| s.alloc_zeros::<f32>(n).map_err(drv("prefill alloc"));
         let b = |n: usize| s.alloc_zeros::<u8>(n).map_err(drv("prefill alloc"));
         self.pre = None; // free the smaller set first
@@ -352,9 +393,14 @@ impl<'m> CudaSession<'m> {
         use blas::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
         let (s, k) = (&self.stream, &self.m.gpu.k);
         let h = self.blas.as_ref().ok_or_else(|| Error::Internal("no cuBLAS handle".into()))?.0;
-        let (a, a_type, lda, b_type) = match w.kind {
+        // (weight, activation, beta) products summed into out; the activations' middle third sits
+        // right after their high third (kernels/prefill.cu store_split)
+        let mid = hi + (rows * w.k * 2) as u64;
+        let mut terms: Vec<(u64, u64, f32)> = Vec::with_capacity(3);
+        let (a_type, lda) = match w.kind {
             WeightKind::Fp8 => {
                 let deq = ptr(&self.pre.as_ref().ok_or_else(|| Error::Internal("prefill buffers".into()))?.deq, s);
+                let deq_lo = deq + (w.n * w.k * 2) as u64;
                 let (wp, sp) = w.ptr(s);
                 launch(s, &k.dequant_fp8_bf16, (w.k.div_ceil(256) as u32, w.n as u32, 1), 256, 0, &[
                     Arg::P(wp),
@@ -364,20 +410,27 @@ impl<'m> CudaSession<'m> {
                     Arg::I(w.bpr as i32),
                     Arg::I(w.block as i32),
                     Arg::P(deq),
+                    Arg::P(deq_lo),
                 ])?;
-                (deq, CUDA_R_16BF, w.k, CUDA_R_16BF)
+                // W·x ≈ Whi·(xhi + xmid) + Wlo·xhi: the dropped terms are ≤ 2^-16 of the product
+                terms.extend([(deq, hi, beta), (deq, mid, 1.0), (deq_lo, hi, 1.0)]);
+                (CUDA_R_16BF, w.k)
             }
-            WeightKind::Bf16 => (w.ptr(s).0, CUDA_R_16BF, w.row_stride, CUDA_R_16BF),
-            WeightKind::F16 => (w.ptr(s).0, CUDA_R_16F, w.row_stride, CUDA_R_16F),
-            WeightKind::F32 => (w.ptr(s).0, CUDA_R_32F, w.row_stride, CUDA_R_32F),
+            WeightKind::F32 => {
+                terms.push((w.ptr(s).0, hi, beta));
+                (CUDA_R_32F, w.row_stride)
+            }
+            kind => {
+                terms.extend([(w.ptr(s).0, hi, beta), (w.ptr(s).0, mid, 1.0), (w.ptr(s).0, lo, 1.0)]);
+                (if kind == WeightKind::F16 { CUDA_R_16F } else { CUDA_R_16BF }, w.row_stride)
+            }
         };
         let one = 1.0f32;
         // SAFETY: the handle is this session's; pointers are live device allocations of the sizes
         // the dimensions imply (W (n, lda), activations (rows, k), out (rows, n)).
         unsafe {
             cudarc::cublas::result::set_stream(h, s.cu_stream() as _).map_err(|e| cuda_err("cublasSetStream", e))?;
-            let halves: &[(u64, f32)] = if w.kind == WeightKind::F32 { &[(hi, beta)] } else { &[(hi, beta), (lo, 1.0)] };
-            for &(x, b) in halves {
+            for &(a, x, b) in &terms {
                 cudarc::cublas::result::gemm_ex(
                     h,
                     blas::cublasOperation_t::CUBLAS_OP_T,
@@ -390,7 +443,7 @@ impl<'m> CudaSession<'m> {
                     a_type,
                     lda as i32,
                     x as *const _,
-                    b_type,
+                    a_type,
                     w.k as i32,
                     &b as *const f32 as *const _,
                     out as *mut _,

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
-use super::drv;
 use super::kernels::WeightKind;
+use super::model::{launch, ptr, Arg};
+use super::{drv, Gpu};
+use crate::quant::fp8::Blocking;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, TensorView};
 use crate::weights::{Embedding, Linear};
@@ -58,6 +60,34 @@ impl DevLinear {
                 Self::dense(stream, kind, n, k, &bytes)
             }
         }
+    }
+
+    /// A checkpoint-dtype (`Native`) linear packed to fp8 on the device: bit-identical to
+    /// `PackedFp8::prepack` on the host (kernels/quant.cu), without the host pass.
+    pub fn upload_fp8(gpu: &Gpu, stream: &Arc<CudaStream>, lin: &Linear, blocking: Blocking) -> Result<Self> {
+        let src = Self::upload(stream, lin)?;
+        if src.kind == WeightKind::Fp8 {
+            return Ok(src);
+        }
+        let (n, k) = (src.n, src.k);
+        let block = blocking.block_len(k)?;
+        let bpr = k.div_ceil(block);
+        let row_stride = k.div_ceil(16) * 16;
+        let codes = stream.alloc_zeros::<u8>(n * row_stride).map_err(drv("alloc fp8 codes"))?; // (n, row_stride)
+        let scales = stream.alloc_zeros::<f32>(n * bpr).map_err(drv("alloc fp8 scales"))?; // (n, bpr)
+        let warps = n * bpr;
+        launch(stream, gpu.k.quant_fp8(src.kind), (warps.div_ceil(8) as u32, 1, 1), 256, 0, &[
+            Arg::P(ptr(&src.data, stream)),
+            Arg::I(n as i32),
+            Arg::I(k as i32),
+            Arg::I(src.row_stride as i32),
+            Arg::I(block as i32),
+            Arg::I(row_stride as i32),
+            Arg::I(bpr as i32),
+            Arg::P(ptr(&codes, stream)),
+            Arg::P(ptr(&scales, stream)),
+        ])?;
+        Ok(DevLinear { kind: WeightKind::Fp8, n, k, row_stride, bpr, block, data: codes, scales })
     }
 
     /// Row-major (n, k) parts (stacked along rows) → rows padded to 16 bytes.
