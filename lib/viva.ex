@@ -29,6 +29,7 @@ defmodule Viva.Error do
   def describe({:no_tokenizer, path}), do: "no tokenizer found for #{path}"
   def describe({:io_error, path, detail}), do: "I/O error on #{path}: #{detail}"
   def describe(:cuda_unavailable), do: "CUDA unavailable"
+  def describe({:cuda_error, detail}), do: "CUDA error: #{detail}"
   def describe(:out_of_memory), do: "out of memory"
   def describe(:cancelled), do: "cancelled"
   def describe({:internal, msg}), do: "internal error: #{msg}"
@@ -73,7 +74,7 @@ defmodule Viva do
   `{:shape_mismatch, name, expected, got}`, `{:unsupported_dtype, name, dtype}`,
   `{:invalid_option, key, value}`, `{:context_overflow, needed, max}`, `:invalid_utf8`,
   `:empty_prompt`, `{:token_out_of_range, id, vocab}`, `{:no_tokenizer, path}`,
-  `{:io_error, path, detail}`, `:cuda_unavailable`, `:out_of_memory`, `:cancelled`,
+  `{:io_error, path, detail}`, `:cuda_unavailable`, `{:cuda_error, detail}`, `:out_of_memory`, `:cancelled`,
   `{:internal, message}`; strings in them are binaries.
   """
 
@@ -174,6 +175,15 @@ defmodule Viva do
   def chat(model, messages, opts \\ []) do
     with {:ok, map} <- to_map(opts), do: :viva_tensor_llm.chat(model, messages, map)
   end
+
+  @doc """
+  What this machine offers and what `device: :auto` picks: `{:ok, %{cuda_available: boolean,
+  cuda_reason: binary, gpu_name: binary | :undefined, compute_capability: {major, minor} | :undefined,
+  gpu_memory: bytes | :undefined, sm_count: integer | :undefined, cpu_threads: integer, auto: :cpu | :cuda}}`.
+  Never crashes: without a driver or a GPU, `cuda_reason` says why.
+  """
+  @spec backend_info() :: {:ok, map} | {:error, reason}
+  def backend_info, do: :viva_tensor_llm.backend_info()
 
   @doc "Like `chat/3` but returns the result map or raises `Viva.Error`."
   @spec chat!(model, [map], keyword | map) :: result

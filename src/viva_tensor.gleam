@@ -109,10 +109,26 @@ pub type Error {
   NoChatTemplate(path: String)
   IoError(path: String, detail: String)
   CudaUnavailable
+  CudaError(detail: String)
   OutOfMemory
   Cancelled
   Internal(message: String)
 }
+
+/// What the machine offers: whether CUDA is usable (and why not), the backend `Auto` picks
+/// (`auto_device`: `Cpu` or `Cuda`) and the GPU's name.
+pub type BackendInfo {
+  BackendInfo(
+    cuda_available: Bool,
+    cuda_reason: String,
+    auto_device: Device,
+    gpu_name: Result(String, Nil),
+  )
+}
+
+/// Probes the machine (never crashes: no driver or no GPU is a `cuda_reason`).
+@external(erlang, "viva_tensor_ffi", "backend_info")
+pub fn backend_info() -> BackendInfo
 
 /// Greedy decoding of up to 50 tokens, stopping at an EOS token.
 pub fn default_generate_opts() -> GenerateOpts {

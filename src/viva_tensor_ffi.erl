@@ -4,7 +4,12 @@
 %% that shape except where a value must become a String.
 -module(viva_tensor_ffi).
 -export([load_model/1, load_model_with/2, generate/3, chat/3, stream/3, stream_next/2,
-         stream_cancel/1, reason/1]).
+         stream_cancel/1, reason/1, backend_info/0]).
+
+%% {backend_info, CudaAvailable, CudaReason, Auto, GpuName}: Auto cpu | cuda, GpuName Result(String, Nil)
+backend_info() ->
+    {ok, #{cuda_available := C, cuda_reason := R, auto := A, gpu_name := G}} = viva_tensor_llm:backend_info(),
+    {backend_info, C, R, A, case G of undefined -> {error, nil}; _ -> {ok, G} end}.
 
 load_model(Path) ->
     reason(viva_tensor_llm:load(Path)).
@@ -67,7 +72,8 @@ reason({error, R}) when R =:= invalid_utf8; R =:= empty_prompt; R =:= cuda_unava
                         R =:= out_of_memory; R =:= cancelled ->
     {error, R};
 reason({error, {Tag, _} = R}) when Tag =:= file_not_found; Tag =:= missing_tensor;
-                                   Tag =:= no_tokenizer; Tag =:= no_chat_template; Tag =:= internal ->
+                                   Tag =:= no_tokenizer; Tag =:= no_chat_template; Tag =:= internal;
+                                   Tag =:= cuda_error ->
     {error, setelement(2, R, text(element(2, R)))};
 reason({error, {Tag, A, B}}) when Tag =:= bad_format; Tag =:= unsupported_dtype; Tag =:= io_error ->
     {error, {Tag, text(A), text(B)}};

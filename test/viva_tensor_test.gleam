@@ -22,6 +22,7 @@ pub fn main() -> Nil {
     #("fp8 prepack + linear shapes and errors", fp8_linear),
     #("safetensors header and tokenizer helpers", helpers),
     #("stream chunks concatenate to generate's text", streaming),
+    #("backend_info says what Auto picks and why", backend),
   ])
 }
 
@@ -44,6 +45,19 @@ fn greedy_matches_hf() -> Result(Nil, String) {
       _, _ -> Error(name <> ": tokens or text differ from HF")
     }
   })
+}
+
+fn backend() -> Result(Nil, String) {
+  let info = viva_tensor.backend_info()
+  case info.cuda_available, info.auto_device, info.gpu_name {
+    False, viva_tensor.Cpu, Error(Nil) ->
+      case info.cuda_reason == "ok" {
+        True -> Error("no CUDA but the reason is ok")
+        False -> Ok(Nil)
+      }
+    True, viva_tensor.Cuda, Ok(_) -> Ok(Nil)
+    _, _, _ -> Error("inconsistent backend_info: " <> info.cuda_reason)
+  }
 }
 
 fn missing_file() -> Result(Nil, String) {

@@ -66,6 +66,14 @@ defmodule VivaTest do
       assert info.num_attention_heads == info.num_key_value_heads
       assert info.head_dim == 128
     end
+
+    test "backend_info/0 and the model's backend agree with device: :auto", ctx do
+      assert {:ok, %{cuda_available: cuda, cuda_reason: why, auto: auto}} = Viva.backend_info()
+      assert is_binary(why)
+      assert auto == if(cuda, do: :cuda, else: :cpu)
+      assert {:ok, %{backend: ^auto}} = Viva.model_info(ctx.models["tiny_gqa"])
+      unless cuda, do: assert({:error, :cuda_unavailable} = Viva.load_model(fixture("tiny_gqa"), device: :cuda))
+    end
   end
 
   describe "sampling" do
