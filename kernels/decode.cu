@@ -11,7 +11,7 @@
 //   GEMV_STORE  rows (2u, 2u+1)           out[r] = w_r · x
 //   GEMV_RESID  rows (2u, 2u+1)           out[r] += w_r · x            (o_proj / down_proj + residual)
 //   GEMV_SWIGLU rows (u, inter + u)       out[u] = silu(gate) * up      (fused gate·up)
-//   GEMV_QKV    rows (h*hd + j, +hd/2)    RoPE on q and k, q -> out, k/v -> cache at io[1]
+//   GEMV_QKV    rows (h*hd + j, +hd/2)    RoPE on q and k (rope_tab), q -> out, k/v -> cache at io[1]
 // Prologue (norm_w != 0): x is RMS-normalized with weight norm_w while it is staged in shared
 // memory, so no separate rmsnorm launch. Shared x is stored transposed by chunk lane:
 // element t of chunk c at xs[t * nchunks + c], so lane-consecutive chunks read consecutive banks.
@@ -22,6 +22,13 @@
 #define GEMV_THREADS 256
 // fp8 GEMV: x is staged times 2^64 and each block scale applied times 2^56 (see chunk_dot).
 #define FP8_X_SCALE 18446744073709551616.0f
+// E4M3 decode in the fp8 GEMV: integer bit moves by default (the path the GPU tests ran on), or
+// with VIVA_FP8_HW_CVT=1 the hardware cvt (e4m3x2 -> f16x2, sm_89+). Both are exact and give the
+// same products; on the H100 the cvt path measured ~5% faster per token (bench/results/gpu_decode.md)
+// and becomes the default once the GPU tests have run on it.
+#ifndef FP8_HW_CVT
+#define FP8_HW_CVT 0
+#endif
 #define FP8_S_SCALE 72057594037927936.0f
 #define GEMV_BATCH 4
 
@@ -47,11 +54,20 @@ __device__ __forceinline__ float chunk_dot(uint4 v, const float* xs, int nchunks
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        if (WT == WT_FP8) {
+        if (WT == WT_FP8 && FP8_HW_CVT) {
+            float a, b, d, e;  // hardware e4m3x2 -> f16x2 (sm_89+), then f16 -> f32
+            e4m3x2_to_f32(wd[i], a, b);
+            e4m3x2_to_f32(wd[i] >> 16, d, e);
+            const float u = 1.0f / 1.329227995784916e36f;  // 2^-120 on x (normal there): same products
+            s = fmaf(a, xc[(4 * i + 0) * nchunks] * u, s);
+            s = fmaf(b, xc[(4 * i + 1) * nchunks] * u, s);
+            s = fmaf(d, xc[(4 * i + 2) * nchunks] * u, s);
+            s = fmaf(e, xc[(4 * i + 3) * nchunks] * u, s);
+        } else if (WT == WT_FP8) {
             // each code's sign to bit 31 and its 7 exponent+mantissa bits to bits 26..20: the f32
             // with those bits is exactly code × 2^-120 (subnormal codes become f32 denormals,
-            // zero stays zero). Integer ops run 4× faster than the cvt path on this hot loop;
-            // FP8_X_SCALE · FP8_S_SCALE = 2^120 is folded into the staged x and the block scale.
+            // zero stays zero); FP8_X_SCALE · FP8_S_SCALE = 2^120 is folded into the staged x
+            // and the block scale.
             u32 a = wd[i];
             s = fmaf(__uint_as_float(((a << 24) & 0x80000000u) | ((a << 20) & 0x07f00000u)), xc[(4 * i + 0) * nchunks], s);
             s = fmaf(__uint_as_float(((a << 16) & 0x80000000u) | ((a << 12) & 0x07f00000u)), xc[(4 * i + 1) * nchunks], s);
@@ -70,21 +86,24 @@ __device__ __forceinline__ float chunk_dot(uint4 v, const float* xs, int nchunks
     return s;
 }
 
-// RoPE (rotate-half) of the pair (a: dim j, b: dim j + hd/2) at `pos`; angle as the CPU path:
+// cos/sin of RoPE's angle for position pos and inverse frequency f, as the CPU path: the angle
 // an f32 product, cos/sin in f64.
-__device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float inv_freq) {
-    double ang = (double)((float)pos * inv_freq);
-    float c = (float)cos(ang), s = (float)sin(ang);
-    float x = a, y = b;
-    a = x * c - y * s;
-    b = y * c + x * s;
+__device__ __forceinline__ void rope_angle(int pos, float f, float& c, float& s) {
+    double ang = (double)((float)pos * f);
+    c = (float)cos(ang);
+    s = (float)sin(ang);
 }
 
-// The QKV epilogue for rows (r0, r0 + hd/2) of the fused [q; k; v] weight at position pos.
-__device__ __forceinline__ void qkv_store(int r0, float a0, float a1, int pos, const float* inv_freq, int hd, int q_dim,
+// The QKV epilogue for rows (r0, r0 + hd/2) of the fused [q; k; v] weight at position pos:
+// rotate-half RoPE on q and k with (c, s) of dim r0 % hd, then q -> q_out, k/v -> cache.
+__device__ __forceinline__ void qkv_store(int r0, float a0, float a1, int pos, float c, float s, int hd, int q_dim,
                                           int kv_dim, float* q_out, float* kc, float* vc) {
-    int half = hd >> 1, j = r0 % hd;
-    if (r0 < q_dim + kv_dim) rope_pair(a0, a1, pos, inv_freq[j]);
+    int half = hd >> 1;
+    if (r0 < q_dim + kv_dim) {
+        float x = a0, y = a1;
+        a0 = x * c - y * s;
+        a1 = y * c + x * s;
+    }
     if (r0 < q_dim) {
         q_out[r0] = a0;
         q_out[r0 + half] = a1;
@@ -162,7 +181,7 @@ __device__ __forceinline__ void use_batch(const Batch<WT>& b, const float* xs, i
 template <int WT, int MODE>
 __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_stride, int bpr, int block, int units, int upb,
                      const float* x, const float* norm_w, float eps, float* out, float* kc, float* vc, const int* io,
-                     const float* inv_freq, int hd, int q_dim, int kv_dim, int inter) {
+                     const float* rope_tab, int hd, int q_dim, int kv_dim, int inter) {
     extern __shared__ float xs[];  // (E, nchunks) transposed x
     __shared__ float red[32];
     const int E = ChunkElems<WT>::E;
@@ -233,7 +252,9 @@ __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_str
             } else if (MODE == GEMV_SWIGLU) {
                 out[u] = silu(a0) * a1;
             } else {
-                qkv_store(r0, a0, a1, io[1], inv_freq, hd, q_dim, kv_dim, out, kc, vc);
+                // the step's RoPE table (cos then sin, hd/2 each), made by the embed kernel
+                int j = r0 % hd;
+                qkv_store(r0, a0, a1, io[1], rope_tab[j], rope_tab[(hd >> 1) + j], hd, q_dim, kv_dim, out, kc, vc);
             }
         }
         unit_rows<MODE>(u + GEMV_THREADS / 32, n, hd, inter, r0, r1);
@@ -244,8 +265,8 @@ __device__ void gemv(const u8* w, const float* scales, int n, int k, int row_str
     extern "C" __global__ void __launch_bounds__(GEMV_THREADS)                                                           \
         NAME(const u8* w, const float* scales, int n, int k, int row_stride, int bpr, int block, int units, int upb,     \
              const float* x, const float* norm_w, float eps, float* out, float* kc, float* vc, const int* io,            \
-             const float* inv_freq, int hd, int q_dim, int kv_dim, int inter) {                                          \
-        gemv<WT, MODE>(w, scales, n, k, row_stride, bpr, block, units, upb, x, norm_w, eps, out, kc, vc, io, inv_freq,   \
+             const float* rope_tab, int hd, int q_dim, int kv_dim, int inter) {                                          \
+        gemv<WT, MODE>(w, scales, n, k, row_stride, bpr, block, units, upb, x, norm_w, eps, out, kc, vc, io, rope_tab,   \
                        hd, q_dim, kv_dim, inter);                                                                        \
     }
 #define GEMV_FAMILY(WT, SUFFIX)                        \
@@ -259,19 +280,30 @@ GEMV_FAMILY(WT_F16, f16)
 GEMV_FAMILY(WT_F32, f32)
 
 // ---- embedding ---------------------------------------------------------------------------
-// x (rows, hidden) = table[ids[row]]; grid (ceil(hidden/256), rows). Decode passes ids = io.
+// x (rows, hidden) = table[ids[row]]; grid (ceil(hidden/256), rows). Decode passes ids = io and
+// rope_tab (hd/2 cos then hd/2 sin, for position io[1]): the step's RoPE angles, computed once
+// here instead of once per warp of the QKV GEMV; prefill passes rope_tab = 0.
 template <int WT>
-__device__ void embed(const u8* table, const int* ids, float* x, int hidden) {
+__device__ void embed(const u8* table, const int* ids, float* x, int hidden, const int* io, const float* inv_freq,
+                      float* rope_tab, int half) {
     pdl_trigger();
     pdl_wait();
+    if (rope_tab && blockIdx.x == 0 && blockIdx.y == 0) {
+        for (int j = threadIdx.x; j < half; j += blockDim.x) rope_angle(io[1], inv_freq[j], rope_tab[j], rope_tab[half + j]);
+    }
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hidden) return;
     size_t id = (size_t)ids[blockIdx.y];
     x[(size_t)blockIdx.y * hidden + i] = weight_at<WT>(table, 0, (int)id, i, hidden, 1, 1);
 }
-extern "C" __global__ void embed_bf16(const u8* t, const int* ids, float* x, int h) { embed<WT_BF16>(t, ids, x, h); }
-extern "C" __global__ void embed_f16(const u8* t, const int* ids, float* x, int h) { embed<WT_F16>(t, ids, x, h); }
-extern "C" __global__ void embed_f32(const u8* t, const int* ids, float* x, int h) { embed<WT_F32>(t, ids, x, h); }
+#define EMBED_ENTRY(WT, SUFFIX)                                                                                    \
+    extern "C" __global__ void embed_##SUFFIX(const u8* t, const int* ids, float* x, int h, const int* io,         \
+                                              const float* inv_freq, float* rope_tab, int half) {                  \
+        embed<WT>(t, ids, x, h, io, inv_freq, rope_tab, half);                                                     \
+    }
+EMBED_ENTRY(WT_BF16, bf16)
+EMBED_ENTRY(WT_F16, f16)
+EMBED_ENTRY(WT_F32, f32)
 
 // ---- attention (flash-decoding) ----------------------------------------------------------
 // Query m (of M, positions io[1] + m) of KV head g's q-heads attends to cache positions

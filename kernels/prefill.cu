@@ -87,7 +87,9 @@ extern "C" __global__ void rope_qkv_rows(const float* qkv, float* q_out, float* 
     const float* r = qkv + (size_t)m * n;
     for (int u = threadIdx.x; u < n / 2; u += blockDim.x) {
         int r0 = (u / half) * hd + (u % half);
-        qkv_store(r0, r[r0], r[r0 + half], pos, inv_freq, hd, q_dim, kv_dim, q_out + (size_t)m * q_dim, kc, vc);
+        float c, s;
+        rope_angle(pos, inv_freq[r0 % hd], c, s);
+        qkv_store(r0, r[r0], r[r0 + half], pos, c, s, hd, q_dim, kv_dim, q_out + (size_t)m * q_dim, kc, vc);
     }
 }
 

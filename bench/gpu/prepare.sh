@@ -19,7 +19,7 @@ cp target/release/gpu_decode $D/
 cp target/release/libviva_tensor_nif.so $D/priv/
 erlc -o $D/ebin src/*.erl test/viva_tensor_test_json.erl test/viva_tensor_test_support.erl \
   test/viva_tensor_llm_tests.erl test/viva_tensor_stream_tests.erl bench/beam/viva_bench_beam.erl
-(cd $D/debs && apt-get download erlang-base erlang-eunit libsctp1 >/dev/null 2>&1)
+(cd $D/debs && for p in erlang-base erlang-eunit libsctp1; do apt-get download $p >/dev/null 2>&1; done; ls | grep -q libsctp1)
 cp "$SHARED/tinyllama-1.1b-chat/tokenizer.json" $D/tok_tl/
 cp "$SHARED/llama3-tokenizer/tokenizer.json" $D/tok_l3/
 du -sh $D

@@ -46,7 +46,7 @@ pub fn linear(lin: &Linear, x: &[f32], mode: GemvMode, norm: Option<(&[f32], f32
     };
     let nw = s.clone_htod(norm.map_or(&[0.0][..], |n| n.0)).map_err(drv("upload"))?;
     let io = s.alloc_zeros::<i32>(4).map_err(drv("alloc"))?;
-    let sh = GemvShape { io: ptr(&io, &s), inv_freq: 0, eps: norm.map_or(0.0, |n| n.1), head_dim: 0, q_dim: 0, kv_dim: 0, inter: w.n / 2 };
+    let sh = GemvShape { io: ptr(&io, &s), rope: 0, eps: norm.map_or(0.0, |n| n.1), head_dim: 0, q_dim: 0, kv_dim: 0, inter: w.n / 2 };
     let norm_ptr = if norm.is_some() { ptr(&nw, &s) } else { 0 };
     gemv(&gpu, &s, &w, mode, ptr(&xd, &s), norm_ptr, ptr(&out, &s), 0, 0, &sh)?;
     let mut host = vec![0f32; n_out];

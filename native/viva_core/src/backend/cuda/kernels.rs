@@ -99,7 +99,14 @@ impl Kernels {
 
     pub fn load(ctx: &Arc<CudaContext>, cc: (i32, i32), smem_optin: usize) -> Result<Self> {
         let arch = format!("sm_{}{}", cc.0, cc.1);
-        let src: String = SOURCES.iter().map(|(name, s)| format!("// ---- {name}\n{s}\n")).collect();
+        // VIVA_FP8_HW_CVT=0|1 overrides the fp8 GEMV's E4M3 decode (kernels/decode.cu), for A/B runs
+        let prelude = match std::env::var("VIVA_FP8_HW_CVT").as_deref() {
+            Ok("0") => "#define FP8_HW_CVT 0\n",
+            Ok("1") => "#define FP8_HW_CVT 1\n",
+            _ => "",
+        };
+        let src: String =
+            std::iter::once(prelude.to_string()).chain(SOURCES.iter().map(|(name, s)| format!("// ---- {name}\n{s}\n"))).collect();
         let (module, origin) = load_module(ctx, &src, &arch)?;
         let f = |name: &str| module.load_function(name).map_err(|e| cuda_err(&format!("kernel {name}"), e));
         let modes = ["store", "resid", "swiglu", "qkv"];

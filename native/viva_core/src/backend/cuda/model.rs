@@ -162,8 +162,8 @@ impl CudaModel {
 pub struct GemvShape {
     /// device [token, pos, ..] (GEMV_QKV reads the position)
     pub io: u64,
-    /// device (head_dim / 2)
-    pub inv_freq: u64,
+    /// device (2, head_dim / 2): the step's RoPE cos then sin (GEMV_QKV only)
+    pub rope: u64,
     pub eps: f32,
     pub head_dim: usize,
     pub q_dim: usize,
@@ -201,7 +201,7 @@ pub fn gemv(gpu: &Gpu, s: &Arc<CudaStream>, w: &DevLinear, mode: GemvMode, x: u6
         Arg::P(kc),
         Arg::P(vc),
         Arg::P(sh.io),
-        Arg::P(sh.inv_freq),
+        Arg::P(sh.rope),
         Arg::I(sh.head_dim as i32),
         Arg::I(sh.q_dim as i32),
         Arg::I(sh.kv_dim as i32),

@@ -50,6 +50,10 @@ pub struct CudaSession<'m> {
     part: CudaSlice<f32>,   // (n_heads, max_splits, head_dim + 2)
     counters: CudaSlice<i32>, // (PREFILL_ROWS, n_kv_heads) finished attention splits, kept at 0 between launches
     io: CudaSlice<i32>,     // [token, pos, argmax, 0]
+    rope: CudaSlice<f32>,   // (2, head_dim / 2): cos then sin of the step's position
+    /// host read-back buffers for `top_k` (no allocation per sampled token)
+    host_val: Vec<f32>,
+    host_idx: Vec<i32>,
     cand_val: CudaSlice<f32>, // (MAX_TOP_K)
     cand_idx: CudaSlice<i32>, // (MAX_TOP_K)
     pre: Option<PrefillBufs>,
@@ -91,6 +95,9 @@ impl<'m> CudaSession<'m> {
             logits: f(c.vocab_size)?,
             part: f(c.num_attention_heads * max_splits * (c.head_dim + 2))?,
             io: stream.alloc_zeros::<i32>(4).map_err(drv("session alloc"))?,
+            rope: f(c.head_dim)?,
+            host_val: vec![0f32; MAX_TOP_K],
+            host_idx: vec![0i32; MAX_TOP_K],
             counters: stream.alloc_zeros::<i32>(PREFILL_ROWS * c.num_key_value_heads).map_err(drv("session alloc"))?,
             cand_val: f(MAX_TOP_K)?,
             cand_idx: stream.alloc_zeros::<i32>(MAX_TOP_K).map_err(drv("session alloc"))?,
@@ -160,11 +167,10 @@ impl<'m> CudaSession<'m> {
             0,
             &[Arg::P(ptr(&self.logits, s)), Arg::I(vocab as i32), Arg::I(k as i32), Arg::P(ptr(&self.cand_val, s)), Arg::P(ptr(&self.cand_idx, s))],
         )?;
-        let (mut val, mut idx) = (vec![0f32; MAX_TOP_K], vec![0i32; MAX_TOP_K]);
-        s.memcpy_dtoh(&self.cand_val, &mut val).map_err(drv("read candidates"))?;
-        s.memcpy_dtoh(&self.cand_idx, &mut idx).map_err(drv("read candidates"))?;
+        s.memcpy_dtoh(&self.cand_val, &mut self.host_val).map_err(drv("read candidates"))?;
+        s.memcpy_dtoh(&self.cand_idx, &mut self.host_idx).map_err(drv("read candidates"))?;
         s.synchronize().map_err(drv("sync"))?;
-        let mut cand: Vec<(u32, f32)> = idx[..k].iter().zip(&val[..k]).filter(|(_, v)| !v.is_nan()).map(|(&i, &v)| (i as u32, v)).collect();
+        let mut cand: Vec<(u32, f32)> = self.host_idx[..k].iter().zip(&self.host_val[..k]).filter(|(_, v)| !v.is_nan()).map(|(&i, &v)| (i as u32, v)).collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(cand)
     }
@@ -203,6 +209,10 @@ impl<'m> CudaSession<'m> {
             Arg::P(ptr(&self.io, s)),
             Arg::P(ptr(&self.x, s)),
             Arg::I(h as i32),
+            Arg::P(ptr(&self.io, s)),
+            Arg::P(ptr(&m.inv_freq, s)),
+            Arg::P(ptr(&self.rope, s)),
+            Arg::I((c.head_dim / 2) as i32),
         ])?;
         mark("embed")?;
         let (x, q, attn, act) = (ptr(&self.x, s), ptr(&self.q, s), ptr(&self.attn, s), ptr(&self.act, s));
@@ -292,7 +302,7 @@ impl<'m> CudaSession<'m> {
         let (m, s, c) = (self.m, &self.stream, &self.m.config);
         let shape = GemvShape {
             io: ptr(&self.io, s),
-            inv_freq: ptr(&m.inv_freq, s),
+            rope: ptr(&self.rope, s),
             eps: c.rms_norm_eps,
             head_dim: c.head_dim,
             q_dim: c.q_dim(),
@@ -356,6 +366,10 @@ impl<'m> CudaSession<'m> {
             Arg::P(ptr(&p.ids, &s)),
             Arg::P(xs),
             Arg::I(h as i32),
+            Arg::P(0),
+            Arg::P(0),
+            Arg::P(0),
+            Arg::I(0),
         ])?;
         let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
         let eps = c.rms_norm_eps;
