@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Our CPU engine vs llama.cpp (llama-cpp-python) on the same machine, in one run (issue 5):
+# decode, pp32, pp512 and 2k-context decode tok/s, with the ratio ours/llama.cpp.
+#   bash scripts/bench_cpu_peer.sh
+# Rows: TinyLlama-1.1B-shaped random weights at Q8_0 (llama.cpp) vs ours fp8 loaded from that
+# GGUF; the same at BF16 vs ours bf16; SmolLM2-135M Q4_1 as shipped vs ours fp8 and bf16.
+# Env: BENCH_MODELS  subset of tinyllama-q8_0,tinyllama-bf16,smollm2 (default: all)
+#      BENCH_RUNS    runs per measurement, median (default 3; ours also stops a measurement
+#                    after BENCH_BUDGET_S seconds, default 30, keeping at least one run)
+#      BENCH_NO_APPEND=1  print the table without appending it to bench/results/cpu_vs_llamacpp.md
+# The llama-cpp-python wheel is built once (GGML_NATIVE, ~10 min on 2 cores) and cached in
+# .cache/bench/wheels; the random GGUFs are written once to .cache/bench (~2 min, 3.4 GB).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+. scripts/lib.sh
+MODELS="${BENCH_MODELS:-tinyllama-q8_0,tinyllama-bf16,smollm2}"
+RUNS="${BENCH_RUNS:-3}"
+BUDGET="${BENCH_BUDGET_S:-30}"
+LLAMA_CPP_PYTHON=0.3.36
+CACHE="$ROOT/.cache/bench"
+mkdir -p "$CACHE/wheels"
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== python packages" >&2
+python3 -m pip install -q gguf numpy sentencepiece >&2
+if ! python3 -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON')" 2>/dev/null; then
+  if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_CPP_PYTHON"-*.whl >/dev/null 2>&1; then
+    echo "== building llama-cpp-python $LLAMA_CPP_PYTHON (llama.cpp from source, GGML_NATIVE; once)" >&2
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+      python3 -m pip wheel --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$CACHE/wheels" >&2
+  fi
+  python3 -m pip install -q --find-links "$CACHE/wheels" "llama-cpp-python==$LLAMA_CPP_PYTHON" >&2
+fi
+
+has() { [[ ",$MODELS," == *",$1,"* ]]; }
+types=()
+has tinyllama-q8_0 && [ ! -f "$CACHE/tinyllama-random-q8_0.gguf" ] && types+=(q8_0)
+has tinyllama-bf16 && [ ! -f "$CACHE/tinyllama-random-bf16.gguf" ] && types+=(bf16)
+if [ ${#types[@]} -gt 0 ]; then
+  echo "== writing random TinyLlama-shaped GGUFs: ${types[*]}" >&2
+  python3 bench/peer/make_random_gguf.py --out-dir "$CACHE" --types "$(IFS=,; echo "${types[*]}")" >&2
+fi
+SMOL=""
+has smollm2 && SMOL="$(fetch_smollm2)"
+
+echo "== building cpu_peer" >&2
+cargo build --release -p viva_bench --bin cpu_peer >&2
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cpu_peer"
+
+OUT="$CACHE/run-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+rows=()
+theirs() {  # KEY MODEL
+  echo "== llama.cpp: $1" >&2
+  python3 bench/peer/llama_cpp_bench.py "$2" --runs "$RUNS" | tee "$OUT/theirs-$1.json" >&2
+}
+ours() {  # KEY MODEL FORMAT
+  echo "== ours $3: $1" >&2
+  "$BIN" "$2" "$3" --runs "$RUNS" --budget-s "$BUDGET" | tee "$OUT/ours-$1-$3.json" >&2
+}
+if has tinyllama-q8_0; then
+  m="$CACHE/tinyllama-random-q8_0.gguf"
+  theirs tinyllama-q8_0 "$m"; ours tinyllama-q8_0 "$m" fp8
+  rows+=("TinyLlama-1.1B random|Q8_0|fp8 block 16 (from the Q8_0 GGUF)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8.json")
+fi
+if has tinyllama-bf16; then
+  m="$CACHE/tinyllama-random-bf16.gguf"
+  theirs tinyllama-bf16 "$m"; ours tinyllama-bf16 "$m" bf16
+  rows+=("TinyLlama-1.1B random|BF16|bf16|$OUT/theirs-tinyllama-bf16.json|$OUT/ours-tinyllama-bf16-bf16.json")
+fi
+if has smollm2; then
+  theirs smollm2 "$SMOL"; ours smollm2 "$SMOL" fp8; ours smollm2 "$SMOL" bf16
+  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|fp8 block 16|$OUT/theirs-smollm2.json|$OUT/ours-smollm2-fp8.json")
+  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|bf16|$OUT/theirs-smollm2.json|$OUT/ours-smollm2-bf16.json")
+fi
+[ ${#rows[@]} -gt 0 ] || { echo "BENCH_MODELS=$MODELS selects nothing" >&2; exit 1; }
+
+cmd="BENCH_MODELS=$MODELS BENCH_RUNS=$RUNS BENCH_BUDGET_S=$BUDGET bash scripts/bench_cpu_peer.sh"
+append=(--append bench/results/cpu_vs_llamacpp.md)
+[ "${BENCH_NO_APPEND:-0}" = 1 ] && append=()
+first="$(ls "$OUT"/theirs-*.json | head -1)"
+python3 bench/peer/report.py "${append[@]}" --command "$cmd" --llama-json "$first" "${rows[@]}"
+echo "raw JSON: $OUT" >&2
