@@ -12,6 +12,7 @@ The same four measurements as bench/src/cpu_peer.rs, on llama.cpp's low-level AP
 - ctx decode: cache filled to --ctx positions (batches of 512), then 32 timed decode steps.
 Median of --runs runs each. Prompt ids: peer_ids (the formula cpu_peer.rs uses), BOS first.
 Threads: n_threads = n_threads_batch = number of cores (os.cpu_count()) unless --threads.
+Flash attention: llama-cpp-python's default (off) unless --flash-attn; KV cache f16 (llama.cpp's default).
 """
 import argparse
 import json
@@ -33,9 +34,9 @@ def peer_ids(n, vocab, bos):
 
 
 class Runner:
-    def __init__(self, path, threads, n_ctx):
+    def __init__(self, path, threads, n_ctx, flash_attn):
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=N_BATCH, n_ubatch=N_BATCH,
-                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+                                   n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
         self.ctx = self.llm.ctx
         self.n_vocab = self.llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
@@ -104,9 +105,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ctx", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    # llama-cpp-python's default is off (llama.cpp's own CLI picks "auto"); KV cache f16 either way
+    ap.add_argument("--flash-attn", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    r = Runner(args.model, args.threads, n_ctx=max(2048, args.ctx + CTX_STEPS + 1))
+    r = Runner(args.model, args.threads, max(2048, args.ctx + CTX_STEPS + 1), args.flash_attn)
     load_s = time.perf_counter() - t0
     ids = lambda n: peer_ids(n, r.n_vocab, r.llm.token_bos())  # noqa: E731
     med = lambda f: statistics.median(f() for _ in range(args.runs))  # noqa: E731
@@ -118,7 +121,7 @@ def main():
     ctx_decode = med(lambda: r.steps(r.prefill(ids(args.ctx)), args.ctx, CTX_STEPS))
     print(json.dumps({
         "engine": "llama.cpp", "llama_cpp_python": llama_cpp.__version__, "model": args.model,
-        "threads": args.threads, "runs": args.runs, "load_s": load_s,
+        "threads": args.threads, "runs": args.runs, "flash_attn": args.flash_attn, "load_s": load_s,
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "decode_tok_s": decode, "pp32_tok_s": pp32, "pp512_tok_s": pp512,
         "ctx": args.ctx, "ctx_decode_tok_s": ctx_decode, "ctx_fill": "prefill",
