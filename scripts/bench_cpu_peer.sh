@@ -48,6 +48,9 @@ echo "== building cpu_peer" >&2
 cargo build --release -p viva_bench --bin cpu_peer >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cpu_peer"
 
+# the tree the engine is built from (others may commit while the run goes on)
+COMMIT="$(git rev-parse --short HEAD)"
+[ -n "$(git status --porcelain --untracked-files=no)" ] && COMMIT="$COMMIT (uncommitted changes in the tree)"
 OUT="$CACHE/run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 rows=()
@@ -80,5 +83,5 @@ cmd="BENCH_MODELS=$MODELS BENCH_RUNS=$RUNS BENCH_BUDGET_S=$BUDGET bash scripts/b
 append=(--append bench/results/cpu_vs_llamacpp.md)
 [ "${BENCH_NO_APPEND:-0}" = 1 ] && append=()
 first="$(ls "$OUT"/theirs-*.json | head -1)"
-python3 bench/peer/report.py "${append[@]}" --command "$cmd" --llama-json "$first" "${rows[@]}"
+python3 bench/peer/report.py "${append[@]}" --command "$cmd" --commit "$COMMIT" --llama-json "$first" "${rows[@]}"
 echo "raw JSON: $OUT" >&2

@@ -49,10 +49,16 @@ def sh(cmd):
         return ""
 
 
+def commit_state():
+    dirty = " (uncommitted changes in the tree)" if sh("git status --porcelain --untracked-files=no") else ""
+    return sh("git rev-parse --short HEAD") + dirty
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--append")
     ap.add_argument("--command", default="bash scripts/bench_cpu_peer.sh")
+    ap.add_argument("--commit", help="commit (and tree state) the run started from; default: now")
     ap.add_argument("--llama-json", help="one llama_cpp_bench.py JSON, for its version and system info")
     ap.add_argument("rows", nargs="+")
     args = ap.parse_args()
@@ -69,8 +75,7 @@ def main():
         info = json.load(open(args.llama_json))
     with open(args.append, "a") as f:
         f.write(f"\n## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%MZ} — {platform.machine()} {cpu} "
-                f"({os.cpu_count()} cores), commit {sh('git rev-parse --short HEAD')}"
-                f"{' (dirty tree)' if sh('git status --porcelain --untracked-files=no') else ''}\n")
+                f"({os.cpu_count()} cores), commit {args.commit or commit_state()}\n")
         f.write(f"`{args.command}`; llama-cpp-python {info.get('llama_cpp_python', '?')}, "
                 f"{info.get('threads', '?')} threads each; cells are ours / llama.cpp tok/s (ratio ours/llama.cpp).\n")
         if info.get("system_info"):
