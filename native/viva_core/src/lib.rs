@@ -15,6 +15,7 @@ pub mod quant;
 pub mod safetensors;
 pub mod sampling;
 pub mod session;
+pub mod simd;
 pub mod tensor;
 pub mod tokenizer;
 pub mod weights;

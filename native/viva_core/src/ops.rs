@@ -58,6 +58,14 @@ fn dot_lanes(row: &[u8], x: &[f32], size: usize, conv: impl Fn(&[u8]) -> f32) ->
 /// One row of a [out, in] weight (raw little-endian bytes) dotted with `x` (in).
 #[inline]
 fn dot_row(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
+    let simd = match dtype {
+        DType::BF16 => crate::simd::dot16(row, crate::simd::Half::Bf16, x),
+        DType::F16 => crate::simd::dot16(row, crate::simd::Half::F16, x),
+        DType::F32 => None,
+    };
+    if let Some(v) = simd {
+        return v;
+    }
     match dtype {
         DType::BF16 => dot_lanes(row, x, 2, |b| bf16_bits_to_f32(b[0], b[1])),
         DType::F16 => {
@@ -110,9 +118,16 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// bf16 bits · x in 8 lanes (see `dot_lanes`).
+/// bf16 bits · x: AVX-512 when present, else 8 lanes (see `dot_lanes`).
 #[inline]
 fn dot_lanes_bf16(row: &[u16], x: &[f32]) -> f32 {
+    // SAFETY: reinterpreting initialised u16s as their little-endian bytes (x86 is little-endian)
+    let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len() * 2) };
+    #[cfg(target_endian = "little")]
+    if let Some(v) = crate::simd::dot16(bytes, crate::simd::Half::Bf16, x) {
+        return v;
+    }
+    let _ = bytes;
     const L: usize = 8;
     let mut acc = [0f32; L];
     let (mut xc, mut rc) = (x.chunks_exact(L), row.chunks_exact(L));

@@ -75,6 +75,10 @@ fn check_shapes(name: &str, x_len: usize, w: &PackedFp8, bias: Option<&[f32]>, o
 /// on x86-64 with AVX2+FMA the same body is compiled for those (the default target is SSE2).
 /// Needs r < n and x.len() ≥ k (callers validate; out of range indexes like a slice).
 pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32]) -> f32 {
+    let (codes, scales) = w.row(r);
+    if let Some(v) = crate::simd::dot_fp8(codes, scales, w.block, &x[..w.k.min(x.len())]) {
+        return v;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above); the body is safe Rust.

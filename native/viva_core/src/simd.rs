@@ -1,0 +1,221 @@
+//! AVX-512 row dot products for the decode GEMVs (one weight row · x), chosen at run time
+//! (`is_x86_feature_detected!`); `None` means "no AVX-512 here": the caller runs its portable
+//! lane loop, which stays the `_ref`-tested fallback. Weights decode in registers:
+//! bf16 → f32 by a 16-bit shift, f16 and E4M3 → f32 by `vcvtph2ps` (E4M3's fields fit an f16:
+//! sign to bit 15, exponent+mantissa to bits 13..7, value/256, the 256 folded into the scale).
+//! Four accumulators (64 weights per step) keep the FMA pipes busy; loads are unaligned.
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the AVX-512 paths run on this CPU (detected once).
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::env::var_os("VIVA_NO_AVX512").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// 16-bit weight kinds of [`dot16`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Half {
+    Bf16,
+    F16,
+}
+
+/// Σ w[i]·x[i] for a row of k = x.len() 16-bit weights starting at `row` (little-endian bytes,
+/// any alignment; `row.len()` ≥ 2k).
+pub fn dot16(row: &[u8], kind: Half, x: &[f32]) -> Option<f32> {
+    if !avx512() || row.len() < 2 * x.len() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F/AVX2/FMA are present (checked by `avx512`); every load stays inside `row`
+    // (2k bytes) and `x` (k floats).
+    return Some(unsafe { dot16_avx512(row.as_ptr(), kind, x) });
+    #[allow(unreachable_code)]
+    None
+}
+
+/// Σ_j scale(j)·Σ_{c in vector j} decode(code_c)·x_c over one fp8 row (see quant/fp8.rs for the
+/// layout): `codes` ≥ k, `scales` the row's blocks_per_row scales, `block` codes per scale.
+pub fn dot_fp8(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> Option<f32> {
+    let k = x.len();
+    let ok = codes.len() >= k && !scales.is_empty() && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
+    if !avx512() || !ok {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as `dot16`; vector j's scale index (16j / block) < scales.len() by the check above.
+    return Some(unsafe { dot_fp8_avx512(codes, scales, block, x) });
+    #[allow(unreachable_code)]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn load16(p: *const u8, kind: Half) -> __m512 {
+    let h = _mm256_loadu_si256(p as *const __m256i);
+    match kind {
+        Half::Bf16 => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
+        Half::F16 => _mm512_cvtph_ps(h),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot16_avx512(row: *const u8, kind: Half, x: &[f32]) -> f32 {
+    let k = x.len();
+    let xp = x.as_ptr();
+    let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 64 <= k {
+        a0 = _mm512_fmadd_ps(load16(row.add(2 * i), kind), _mm512_loadu_ps(xp.add(i)), a0);
+        a1 = _mm512_fmadd_ps(load16(row.add(2 * (i + 16)), kind), _mm512_loadu_ps(xp.add(i + 16)), a1);
+        a2 = _mm512_fmadd_ps(load16(row.add(2 * (i + 32)), kind), _mm512_loadu_ps(xp.add(i + 32)), a2);
+        a3 = _mm512_fmadd_ps(load16(row.add(2 * (i + 48)), kind), _mm512_loadu_ps(xp.add(i + 48)), a3);
+        i += 64;
+    }
+    while i + 16 <= k {
+        a0 = _mm512_fmadd_ps(load16(row.add(2 * i), kind), _mm512_loadu_ps(xp.add(i)), a0);
+        i += 16;
+    }
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    while i < k {
+        let b = u16::from_le_bytes([*row.add(2 * i), *row.add(2 * i + 1)]);
+        let w = match kind {
+            Half::Bf16 => f32::from_bits((b as u32) << 16),
+            Half::F16 => half::f16::from_bits(b).to_f32(),
+        };
+        sum += w * x[i];
+        i += 1;
+    }
+    sum
+}
+
+/// Scale `b` times 256 (the E4M3-as-f16 bias), broadcast.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn scale16(scales: &[f32], b: usize) -> __m512 {
+    _mm512_set1_ps(*scales.get_unchecked(b) * 256.0)
+}
+
+/// 16 E4M3 codes → 16 f32 of value/256 (exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn load_e4m3(p: *const u8) -> __m512 {
+    let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+    let sign = _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8);
+    let mag = _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x7f)), 7);
+    _mm512_cvtph_ps(_mm256_or_si256(sign, mag))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> f32 {
+    let k = x.len();
+    let (cp, xp) = (codes.as_ptr(), x.as_ptr());
+    let per = block / 16; // vectors per scale
+    let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut j = 0; // vector index
+    while 16 * (j + 4) <= k {
+        let i = 16 * j;
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, (j) / per)), _mm512_loadu_ps(xp.add(i)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 16)), scale16(scales, (j + 1) / per)), _mm512_loadu_ps(xp.add(i + 16)), a1);
+        a2 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 32)), scale16(scales, (j + 2) / per)), _mm512_loadu_ps(xp.add(i + 32)), a2);
+        a3 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 48)), scale16(scales, (j + 3) / per)), _mm512_loadu_ps(xp.add(i + 48)), a3);
+        j += 4;
+    }
+    while 16 * (j + 1) <= k {
+        let i = 16 * j;
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, (j) / per)), _mm512_loadu_ps(xp.add(i)), a0);
+        j += 1;
+    }
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    let mut tail = 0.0f32; // k % 16 codes, all in the last vector's block
+    for i in 16 * j..k {
+        tail += crate::quant::fp8::e4m3_decode(codes[i]) * x[i];
+    }
+    if 16 * j < k {
+        sum += tail * scales[(16 * j) / block];
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::fp8::{Blocking, PackedFp8};
+
+    /// Named tolerance: relative to Σ|w·x| (different summation order only).
+    const RTOL: f32 = 1e-5;
+
+    fn close(a: f32, b: f32, mag: f32) -> bool {
+        (a - b).abs() <= RTOL * mag + 1e-30
+    }
+
+    #[test]
+    fn dot16_matches_the_scalar_dot_on_odd_lengths() {
+        if !avx512() {
+            eprintln!("no AVX-512: skipped");
+            return;
+        }
+        for k in [1usize, 15, 16, 17, 63, 64, 65, 200, 2048, 5632 + 3] {
+            let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0).collect();
+            let w: Vec<f32> = (0..k).map(|i| ((i * 53 % 97) as f32 - 48.0) / 77.0).collect();
+            for kind in [Half::Bf16, Half::F16] {
+                let bits: Vec<u16> = w
+                    .iter()
+                    .map(|&v| match kind {
+                        Half::Bf16 => half::bf16::from_f32(v).to_bits(),
+                        Half::F16 => half::f16::from_f32(v).to_bits(),
+                    })
+                    .collect();
+                let dec = |b: u16| match kind {
+                    Half::Bf16 => half::bf16::from_bits(b).to_f32(),
+                    Half::F16 => half::f16::from_bits(b).to_f32(),
+                };
+                // an odd byte offset: the kernel must not assume alignment
+                let mut bytes = vec![0u8];
+                bytes.extend(bits.iter().flat_map(|b| b.to_le_bytes()));
+                let want: f32 = bits.iter().zip(&x).map(|(&b, v)| dec(b) * v).sum();
+                let mag: f32 = bits.iter().zip(&x).map(|(&b, v)| (dec(b) * v).abs()).sum();
+                let got = dot16(&bytes[1..], kind, &x).unwrap();
+                assert!(close(got, want, mag), "{kind:?} k={k}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn dot_fp8_matches_the_dequantized_row_for_every_blocking() {
+        if !avx512() {
+            eprintln!("no AVX-512: skipped");
+            return;
+        }
+        for k in [16usize, 33, 100, 256, 2048, 5632] {
+            let n = 3;
+            let w: Vec<f32> = (0..n * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
+            let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
+            for b in [Blocking::DEFAULT, Blocking::new(32).unwrap(), Blocking::new(128).unwrap(), Blocking::PerChannel] {
+                let p = PackedFp8::prepack(&w, n, k, b).unwrap();
+                if b == Blocking::PerChannel && k % 16 != 0 {
+                    continue; // per-channel blocks are k wide: only multiples of 16 take this path
+                }
+                for r in 0..n {
+                    let (codes, scales) = p.row(r);
+                    let want: f32 = (0..k).map(|c| p.get(r, c) * x[c]).sum();
+                    let mag: f32 = (0..k).map(|c| (p.get(r, c) * x[c]).abs()).sum();
+                    let got = dot_fp8(codes, scales, p.block, &x).unwrap();
+                    assert!(close(got, want, mag), "{b:?} k={k} row {r}: {got} vs {want}");
+                }
+            }
+        }
+    }
+}
