@@ -250,39 +250,44 @@ mod tests {
         (0..a.len() / 2).find(|&i| v(a, i).to_bits() != v(b, i).to_bits() && !(v(a, i).is_nan() && v(b, i).is_nan()))
     }
 
-    fn fast_bf16(t: &TensorView) -> Vec<u8> {
+    fn fast_bf16(t: &TensorView) -> Result<Vec<u8>> {
         let mut out = vec![0u8; bf16_len(t)];
-        write_bf16(t, &mut out).unwrap();
-        out
+        write_bf16(t, &mut out)?;
+        Ok(out)
     }
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+
     #[test]
-    fn tiled_transpose_matches_reference_on_ragged_shapes() {
+    fn tiled_transpose_matches_reference_on_ragged_shapes() -> TestResult {
         let shapes = [(1, 1), (1, 70), (70, 1), (31, 33), (33, 65), (64, 32), (100, 257), (257, 1000), (2048, 3)];
         for (r, c) in shapes {
             let src: Vec<u32> = bits((r * 131 + c) as u64, r * c);
             let (mut t, mut back) = (vec![0; r * c], vec![0; r * c]);
-            transpose_into(&src, &mut t, r, c).unwrap();
+            transpose_into(&src, &mut t, r, c)?;
             assert_eq!(t, transpose_ref(&src, r, c), "{r}x{c}");
-            transpose_into(&t, &mut back, c, r).unwrap();
+            transpose_into(&t, &mut back, c, r)?;
             assert_eq!(back, src, "{r}x{c} twice");
         }
+        Ok(())
     }
 
     #[test]
-    fn transpose_rejects_wrong_sizes_and_accepts_empty() {
+    fn transpose_rejects_wrong_sizes_and_accepts_empty() -> TestResult {
         let mut dst = vec![0f32; 6];
         assert!(matches!(transpose_into(&[0f32; 6], &mut dst, 4, 3), Err(Error::ShapeMismatch { .. })));
         assert!(matches!(transpose_into(&[0f32; 6], &mut dst[..5], 2, 3), Err(Error::ShapeMismatch { .. })));
         assert!(matches!(transpose_into(&[0f32; 0], &mut [], usize::MAX, 2), Err(Error::ShapeMismatch { .. })));
-        transpose_into::<f32>(&[], &mut [], 0, 5).unwrap();
+        transpose_into::<f32>(&[], &mut [], 0, 5)?;
+        Ok(())
     }
 
     #[test]
-    fn bf16_to_f32_matches_reference_on_every_code() {
+    fn bf16_to_f32_matches_reference_on_every_code() -> TestResult {
         let src: Vec<u8> = (0..=u16::MAX).flat_map(|c| c.to_le_bytes()).collect();
         let mut dst = vec![0u8; 2 * src.len()];
-        bf16_to_f32_into(&src, &mut dst).unwrap();
+        bf16_to_f32_into(&src, &mut dst)?;
         let got = dst.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         for (i, (g, w)) in got.zip(bf16_to_f32_ref(&src)).enumerate() {
             // the shift keeps NaN payloads bit for bit; `half` may quiet them
@@ -291,10 +296,11 @@ mod tests {
         }
         assert!(matches!(bf16_to_f32_into(&[0, 0, 0], &mut [0; 6]), Err(Error::ShapeMismatch { .. })));
         assert!(matches!(bf16_to_f32_into(&[0, 0], &mut [0; 2]), Err(Error::ShapeMismatch { .. })));
+        Ok(())
     }
 
     #[test]
-    fn f32_to_bf16_rounds_to_nearest_even() {
+    fn f32_to_bf16_rounds_to_nearest_even() -> TestResult {
         let one = 1.0f32.to_bits();
         let cases: [(u32, u16); 8] = [
             (one, 0x3F80),
@@ -308,46 +314,48 @@ mod tests {
         ];
         for (x, want) in cases {
             let t = view(DType::F32, x.to_le_bytes().to_vec());
-            assert_eq!(fast_bf16(&t), want.to_le_bytes(), "{x:#x}");
+            assert_eq!(fast_bf16(&t)?, want.to_le_bytes(), "{x:#x}");
         }
         let nan = view(DType::F32, f32::NAN.to_le_bytes().to_vec());
-        let b = fast_bf16(&nan);
+        let b = fast_bf16(&nan)?;
         assert!(bf16::from_le_bytes([b[0], b[1]]).is_nan());
+        Ok(())
     }
 
     #[test]
-    fn write_bf16_matches_reference_for_every_dtype() {
+    fn write_bf16_matches_reference_for_every_dtype() -> TestResult {
         let n = 3 * CHUNK + 17; // several parallel chunks and a ragged tail
         let raw = bits(7, n);
         let f32s: Vec<u8> = raw.iter().flat_map(|b| b.to_le_bytes()).collect();
         let f16s: Vec<u8> = raw.iter().flat_map(|b| (*b as u16).to_le_bytes()).collect();
         for t in [view(DType::F32, f32s), view(DType::F16, f16s.clone()), view(DType::BF16, f16s.clone())] {
-            assert_eq!(first_bf16_diff(&fast_bf16(&t), &to_bf16_ref(&t)), None, "{:?}", t.dtype);
+            assert_eq!(first_bf16_diff(&fast_bf16(&t)?, &to_bf16_ref(&t)), None, "{:?}", t.dtype);
         }
-        assert!(fast_bf16(&view(DType::BF16, f16s.clone())) == f16s, "BF16 is copied verbatim");
+        assert!(fast_bf16(&view(DType::BF16, f16s.clone()))? == f16s, "BF16 is copied verbatim");
         // every f16 code: f16 → bf16 is one rounding of an exact f32
         let all: Vec<u8> = (0..=u16::MAX).flat_map(|c| c.to_le_bytes()).collect();
         let t = view(DType::F16, all);
-        assert_eq!(first_bf16_diff(&fast_bf16(&t), &to_bf16_ref(&t)), None);
+        assert_eq!(first_bf16_diff(&fast_bf16(&t)?, &to_bf16_ref(&t)), None);
         let mut short = vec![0u8; 3];
         assert!(matches!(write_bf16(&t, &mut short), Err(Error::ShapeMismatch { .. })));
+        Ok(())
     }
 
     /// header_entries agrees with each file's raw JSON header, for a single file and for the
     /// sharded fixture (where the same offsets recur in both shards).
     #[test]
-    fn header_entries_match_the_raw_headers() {
+    fn header_entries_match_the_raw_headers() -> TestResult {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures");
         for (ckpt, n_files) in [("tiny_gqa", 1), ("tiny_mha_sharded/model.safetensors.index.json", 2)] {
-            let entries = header_entries(&fixtures.join(ckpt)).unwrap();
+            let entries = header_entries(&fixtures.join(ckpt))?;
             let mut files = std::collections::BTreeSet::new();
             for e in &entries {
-                let bytes = std::fs::read(&e.file).unwrap();
-                let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                let bytes = std::fs::read(&e.file)?;
+                let n = u64::from_le_bytes(bytes[..8].try_into()?);
                 assert_eq!(e.data_start, 8 + n);
-                let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize]).unwrap();
+                let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize])?;
                 let raw = &header[&e.name];
-                let layout = e.layout.as_ref().unwrap();
+                let layout = e.layout.as_ref().ok_or("entry without a layout")?;
                 assert_eq!(raw["dtype"], e.dtype.as_str());
                 assert_eq!(raw["shape"], serde_json::json!(layout.shape));
                 assert_eq!(raw["data_offsets"], serde_json::json!([layout.data_offsets.0, layout.data_offsets.1]));
@@ -357,5 +365,6 @@ mod tests {
             assert!(entries.windows(2).all(|w| w[0].name < w[1].name), "sorted by name");
         }
         assert!(matches!(header_entries(&fixtures.join("nope.safetensors")), Err(Error::FileNotFound(_))));
+        Ok(())
     }
 }

@@ -121,13 +121,9 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
 /// bf16 bits · x: AVX-512 when present, else 8 lanes (see `dot_lanes`).
 #[inline]
 fn dot_lanes_bf16(row: &[u16], x: &[f32]) -> f32 {
-    // SAFETY: reinterpreting initialised u16s as their little-endian bytes (x86 is little-endian)
-    let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len() * 2) };
-    #[cfg(target_endian = "little")]
-    if let Some(v) = crate::simd::dot16(bytes, crate::simd::Half::Bf16, x) {
+    if let Some(v) = crate::simd::dot_bf16(row, x) {
         return v;
     }
-    let _ = bytes;
     const L: usize = 8;
     let mut acc = [0f32; L];
     let (mut xc, mut rc) = (x.chunks_exact(L), row.chunks_exact(L));

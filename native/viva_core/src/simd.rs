@@ -44,6 +44,17 @@ pub fn dot16(row: &[u8], kind: Half, x: &[f32]) -> Option<f32> {
     None
 }
 
+/// [`dot16`] for a bf16 row held as u16 values (the `Bf16` weight format).
+pub fn dot_bf16(row: &[u16], x: &[f32]) -> Option<f32> {
+    if !cfg!(target_endian = "little") {
+        return None;
+    }
+    // SAFETY: the u16s are initialised; on a little-endian target their bytes are the bf16
+    // little-endian encoding `dot16` reads.
+    let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len() * 2) };
+    dot16(bytes, Half::Bf16, x)
+}
+
 /// Σ_j scale(j)·Σ_{c in vector j} decode(code_c)·x_c over one fp8 row (see quant/fp8.rs for the
 /// layout): `codes` ≥ k, `scales` the row's blocks_per_row scales, `block` codes per scale.
 pub fn dot_fp8(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> Option<f32> {
@@ -152,6 +163,7 @@ unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Error, Result};
     use crate::quant::fp8::{Blocking, PackedFp8};
 
     /// Named tolerance: relative to Σ|w·x| (different summation order only).
@@ -162,10 +174,10 @@ mod tests {
     }
 
     #[test]
-    fn dot16_matches_the_scalar_dot_on_odd_lengths() {
+    fn dot16_matches_the_scalar_dot_on_odd_lengths() -> Result<()> {
         if !avx512() {
             eprintln!("no AVX-512: skipped");
-            return;
+            return Ok(());
         }
         for k in [1usize, 15, 16, 17, 63, 64, 65, 200, 2048, 5632 + 3] {
             let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0).collect();
@@ -187,24 +199,25 @@ mod tests {
                 bytes.extend(bits.iter().flat_map(|b| b.to_le_bytes()));
                 let want: f32 = bits.iter().zip(&x).map(|(&b, v)| dec(b) * v).sum();
                 let mag: f32 = bits.iter().zip(&x).map(|(&b, v)| (dec(b) * v).abs()).sum();
-                let got = dot16(&bytes[1..], kind, &x).unwrap();
+                let got = dot16(&bytes[1..], kind, &x).ok_or_else(|| Error::Internal("no AVX-512 dot".into()))?;
                 assert!(close(got, want, mag), "{kind:?} k={k}: {got} vs {want}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn dot_fp8_matches_the_dequantized_row_for_every_blocking() {
+    fn dot_fp8_matches_the_dequantized_row_for_every_blocking() -> Result<()> {
         if !avx512() {
             eprintln!("no AVX-512: skipped");
-            return;
+            return Ok(());
         }
         for k in [16usize, 33, 100, 256, 2048, 5632] {
             let n = 3;
             let w: Vec<f32> = (0..n * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
             let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
-            for b in [Blocking::DEFAULT, Blocking::new(32).unwrap(), Blocking::new(128).unwrap(), Blocking::PerChannel] {
-                let p = PackedFp8::prepack(&w, n, k, b).unwrap();
+            for b in [Blocking::DEFAULT, Blocking::new(32)?, Blocking::new(128)?, Blocking::PerChannel] {
+                let p = PackedFp8::prepack(&w, n, k, b)?;
                 if b == Blocking::PerChannel && k % 16 != 0 {
                     continue; // per-channel blocks are k wide: only multiples of 16 take this path
                 }
@@ -212,10 +225,11 @@ mod tests {
                     let (codes, scales) = p.row(r);
                     let want: f32 = (0..k).map(|c| p.get(r, c) * x[c]).sum();
                     let mag: f32 = (0..k).map(|c| (p.get(r, c) * x[c]).abs()).sum();
-                    let got = dot_fp8(codes, scales, p.block, &x).unwrap();
+                    let got = dot_fp8(codes, scales, p.block, &x).ok_or_else(|| Error::Internal("no AVX-512 dot".into()))?;
                     assert!(close(got, want, mag), "{b:?} k={k} row {r}: {got} vs {want}");
                 }
             }
         }
+        Ok(())
     }
 }

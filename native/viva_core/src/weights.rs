@@ -135,7 +135,7 @@ mod tests {
 
     /// Each format's fused matvec against the reference matvec of the separate parts.
     #[test]
-    fn fused_linears_match_their_parts_in_every_format() {
+    fn fused_linears_match_their_parts_in_every_format() -> Result<()> {
         let k = 48;
         let parts = [tensor("q", 32, k, 1), tensor("k", 16, k, 2), tensor("v", 16, k, 3)];
         let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.21).cos()).collect();
@@ -151,7 +151,7 @@ mod tests {
             (WeightFormat::Bf16, 2e-2),
             (WeightFormat::Fp8(crate::quant::fp8::Blocking::DEFAULT), 0.15),
         ] {
-            let lin = Linear::fuse(&refs, format).unwrap();
+            let lin = Linear::fuse(&refs, format)?;
             assert_eq!(lin.shape(), (64, k));
             let mut got = vec![0.0; 64];
             ops::linear(&lin, &x, &mut got);
@@ -160,7 +160,7 @@ mod tests {
             }
         }
         // fp8 exactly against its own dequantized weights (tight)
-        if let Linear::Fp8(p) = Linear::fuse(&refs, WeightFormat::default()).unwrap() {
+        if let Linear::Fp8(p) = Linear::fuse(&refs, WeightFormat::default())? {
             let deq = TensorView::from_f32("deq", vec![64, k], &p.dequantize());
             let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
             ops::linear(&Linear::Fp8(p), &x, &mut a);
@@ -169,6 +169,7 @@ mod tests {
                 assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()));
             }
         }
+        Ok(())
     }
 
     #[test]
