@@ -6,6 +6,7 @@ pub mod chat;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod gemm;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llm;

@@ -23,6 +23,128 @@ pub fn avx512() -> bool {
     false
 }
 
+/// Whether AVX512_BF16 (`vdpbf16ps`, `vcvtneps2bf16`) runs here, on top of [`avx512`].
+pub fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            avx512()
+                && std::env::var_os("VIVA_NO_AVX512_BF16").is_none()
+                && is_x86_feature_detected!("avx512bf16")
+                && is_x86_feature_detected!("avx512bw")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `dst[i]` = bf16 bits of `src[i]`, round to nearest even (as `half::bf16::from_f32` for
+/// normal numbers; `vcvtneps2bf16` reads f32 subnormals as 0). dst.len() = src.len().
+pub fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512_bf16() {
+        // SAFETY: AVX512_BF16 is present; reads and writes stay below n (whole 16-steps).
+        i = unsafe { f32_to_bf16_avx512(&src[..n], &mut dst[..n]) };
+    }
+    for j in i..n {
+        dst[j] = half::bf16::from_f32(src[j]).to_bits();
+    }
+}
+
+/// One fp8 row (see [`dot_fp8`] for `codes`/`scales`/`block`) dequantized and rounded to bf16
+/// bits into `dst` (k = dst.len() values). `false` (dst untouched) without AVX512_BF16.
+pub fn fp8_row_to_bf16(codes: &[u8], scales: &[f32], block: usize, dst: &mut [u16]) -> bool {
+    let k = dst.len();
+    let ok = codes.len() >= k.div_ceil(16) * 16 && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
+    if !avx512_bf16() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512_BF16 is present; code loads stay below codes.len() (whole 16-vectors, checked
+    // above), stores below k, scale indexes below k.div_ceil(block).
+    unsafe {
+        fp8_row_to_bf16_avx512(codes, scales, block, dst);
+        return true;
+    }
+    #[allow(unreachable_code)]
+    false
+}
+
+/// The 16-wide part of [`f32_to_bf16`]; returns how many it converted.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2")]
+unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [u16]) -> usize {
+    let mut i = 0;
+    while i + 16 <= src.len() {
+        let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
+        _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(v));
+        i += 16;
+    }
+    i
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn fp8_row_to_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, dst: &mut [u16]) {
+    let k = dst.len();
+    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() }; // as in dot_fp8_avx512
+    let mut j = 0;
+    while 16 * (j + 1) <= k {
+        let v = _mm512_mul_ps(load_e4m3(codes.as_ptr().add(16 * j)), scale16(scales, j >> shift));
+        let b = _mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256(dst.as_mut_ptr().add(16 * j) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(b));
+        j += 1;
+    }
+    for c in 16 * j..k {
+        dst[c] = half::bf16::from_f32(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]).to_bits();
+    }
+}
+
+/// Σ a[i]·b[i] (attention's q·k), AVX-512 with a portable 16-lane fallback.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F present; loads stay below n in both slices.
+        return unsafe { dot_f32_avx512(&a[..n], &b[..n]) };
+    }
+    let mut acc = [0f32; 16];
+    for (x, y) in a[..n].chunks_exact(16).zip(b[..n].chunks_exact(16)) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail = n - n % 16;
+    acc.iter().sum::<f32>() + a[tail..n].iter().zip(&b[tail..n]).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= n {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i + 16)), _mm512_loadu_ps(b.as_ptr().add(i + 16)), a1);
+        i += 32;
+    }
+    if i + 16 <= n {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), a0);
+        i += 16;
+    }
+    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
 /// 16-bit weight kinds of [`dot16`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Half {
@@ -60,7 +182,7 @@ pub fn dot_bf16(row: &[u16], x: &[f32]) -> Option<f32> {
 pub fn dot_fp8(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> Option<f32> {
     let k = x.len();
     let ok = codes.len() >= k && !scales.is_empty() && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
-    if !avx512() || !ok {
+    if !avx512() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -133,20 +255,22 @@ unsafe fn load_e4m3(p: *const u8) -> __m512 {
 unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> f32 {
     let k = x.len();
     let (cp, xp) = (codes.as_ptr(), x.as_ptr());
-    let per = block / 16; // vectors per scale
+    // vector j's scale is j / (block / 16): a shift (blocks are powers of two; a block ≥ k has
+    // one scale, index 0 for every j < k / 16)
+    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() };
     let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
     let mut j = 0; // vector index
     while 16 * (j + 4) <= k {
         let i = 16 * j;
-        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, (j) / per)), _mm512_loadu_ps(xp.add(i)), a0);
-        a1 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 16)), scale16(scales, (j + 1) / per)), _mm512_loadu_ps(xp.add(i + 16)), a1);
-        a2 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 32)), scale16(scales, (j + 2) / per)), _mm512_loadu_ps(xp.add(i + 32)), a2);
-        a3 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 48)), scale16(scales, (j + 3) / per)), _mm512_loadu_ps(xp.add(i + 48)), a3);
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 16)), scale16(scales, (j + 1) >> shift)), _mm512_loadu_ps(xp.add(i + 16)), a1);
+        a2 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 32)), scale16(scales, (j + 2) >> shift)), _mm512_loadu_ps(xp.add(i + 32)), a2);
+        a3 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 48)), scale16(scales, (j + 3) >> shift)), _mm512_loadu_ps(xp.add(i + 48)), a3);
         j += 4;
     }
     while 16 * (j + 1) <= k {
         let i = 16 * j;
-        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, (j) / per)), _mm512_loadu_ps(xp.add(i)), a0);
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
         j += 1;
     }
     let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));

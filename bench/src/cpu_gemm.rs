@@ -1,0 +1,129 @@
+//! Prefill GEMM throughput (viva_core::gemm) against this machine's multiply-add peak, measured
+//! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
+//! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
+//!
+//! cargo run --release -p viva_bench --bin cpu_gemm -- [--no-append]
+//! Prints a markdown table and appends it (date, machine, commit) to bench/results/cpu_gemm.md.
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use viva_core::gemm::{kernel_for, linear_batch, GemmBuf};
+use viva_core::quant::fp8::Blocking;
+use viva_core::tensor::TensorView;
+use viva_core::weights::{Linear, WeightFormat};
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh").arg("-c").arg(cmd).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+/// Multiply-adds per second of `body` (which does `macs` of them) on every core at once.
+fn on_all_cores(macs: f64, body: fn() -> f32) -> f64 {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let t = Instant::now();
+    let sink: f32 = std::thread::scope(|s| (0..threads).map(|_| s.spawn(body)).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap_or(0.0)).sum());
+    let dt = t.elapsed().as_secs_f64();
+    std::hint::black_box(sink);
+    macs * threads as f64 / dt
+}
+
+const PEAK_ITERS: usize = 20_000_000;
+
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::arch::x86_64::*;
+    /// 12 independent FMA chains (16 MACs each per step).
+    pub fn fma() -> f32 {
+        if !is_x86_feature_detected!("avx512f") {
+            return 0.0;
+        }
+        // SAFETY: AVX-512F checked above; registers only.
+        unsafe { fma_loop() }
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma_loop() -> f32 {
+        let mut a = [_mm512_set1_ps(0.5); 12];
+        let (x, y) = (_mm512_set1_ps(1.000_001), _mm512_set1_ps(0.999_999));
+        for _ in 0..super::PEAK_ITERS {
+            for v in a.iter_mut() {
+                *v = _mm512_fmadd_ps(x, y, *v);
+            }
+        }
+        a.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+    /// 12 independent vdpbf16ps chains (32 MACs each per step).
+    pub fn dpbf16() -> f32 {
+        if !(is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f")) {
+            return 0.0;
+        }
+        // SAFETY: AVX512_BF16 checked above; registers only.
+        unsafe { dp_loop() }
+    }
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dp_loop() -> f32 {
+        let mut a = [_mm512_set1_ps(0.5); 12];
+        let x: __m512bh = std::mem::transmute(_mm512_set1_epi16(0x3f80));
+        for _ in 0..super::PEAK_ITERS {
+            for v in a.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, x, x);
+            }
+        }
+        a.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+}
+
+fn weight(n: usize, k: usize, format: WeightFormat) -> Result<Linear, Box<dyn std::error::Error>> {
+    let data: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 25000.0).collect();
+    Ok(Linear::fuse(&[&TensorView::from_f32("w", vec![n, k], &data)], format)?)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let append = !std::env::args().any(|a| a == "--no-append");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    #[cfg(target_arch = "x86_64")]
+    let (fma_peak, bf16_peak) = (on_all_cores(PEAK_ITERS as f64 * 12.0 * 16.0, peak::fma), on_all_cores(PEAK_ITERS as f64 * 12.0 * 32.0, peak::dpbf16));
+    #[cfg(not(target_arch = "x86_64"))]
+    let (fma_peak, bf16_peak) = (0.0, 0.0);
+    let shapes = [("qkv", 2560, 2048), ("o_proj", 2048, 2048), ("gate·up", 11264, 2048), ("down", 2048, 5632)];
+    let mut table = String::from("| linear (n × k) | format | kernel | m | ms | GMAC/s | % of that kernel's peak |\n|---|---|---|---|---|---|---|\n");
+    let mut buf = GemmBuf::default();
+    for (name, n, k) in shapes {
+        for (fname, format) in [("bf16", WeightFormat::Bf16), ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT))] {
+            let w = weight(n, k, format)?;
+            let kernel = kernel_for(&w);
+            let peak = if format!("{kernel:?}") == "Bf16" { bf16_peak } else { fma_peak };
+            for m in [32usize, 512] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+                let mut out = vec![0.0; m * n];
+                linear_batch(&w, &x, m, &mut out, &mut buf); // warm-up
+                let reps = if m == 32 { 10 } else { 2 };
+                let t = Instant::now();
+                for _ in 0..reps {
+                    linear_batch(&w, &x, m, &mut out, &mut buf);
+                }
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                let gmacs = (m * n * k) as f64 / s / 1e9;
+                table += &format!("| {name} ({n} × {k}) | {fname} | {kernel:?} | {m} | {:.2} | {gmacs:.1} | {:.0}% |\n", s * 1e3, 100.0 * gmacs * 1e9 / peak.max(1.0));
+            }
+        }
+    }
+    let commit = sh("git rev-parse --short HEAD");
+    let head = format!(
+        "## {} — {} ({threads} threads), commit {commit}\n`cargo run --release -p viva_bench --bin cpu_gemm`; peaks measured in the same run on all {threads} cores: f32 FMA {:.1} GMAC/s, bf16 vdpbf16ps {:.1} GMAC/s.\n\n",
+        sh("date -u +%Y-%m-%dT%H:%MZ"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs"),
+        fma_peak / 1e9,
+        bf16_peak / 1e9
+    );
+    print!("{head}{table}");
+    if append {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results/cpu_gemm.md");
+        let new = !path.exists();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        if new {
+            writeln!(f, "# CPU prefill GEMM vs the machine's multiply-add peak\n")?;
+        }
+        writeln!(f, "{head}{table}")?;
+    }
+    Ok(())
+}
