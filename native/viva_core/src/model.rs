@@ -2,6 +2,7 @@
 //! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gemm::{linear_batch, GemmBuf};
 use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
@@ -53,6 +54,43 @@ impl Scratch {
             sin: vec![0.0; half],
             logits: vec![0.0; cfg.vocab_size],
         }
+    }
+}
+
+/// Buffers of the prompt pass over up to `rows` positions at once (allocated per prefill, not
+/// per token).
+pub struct BatchScratch {
+    rows: usize,
+    x: Vec<f32>,       // (rows, hidden) residual stream
+    xb: Vec<f32>,      // (rows, hidden) normed input / block output
+    qkv: Vec<f32>,     // (rows, q_dim + 2·kv_dim)
+    attn: Vec<f32>,    // (rows, q_dim)
+    gate_up: Vec<f32>, // (rows, 2·intermediate)
+    act: Vec<f32>,     // (rows, intermediate) silu(gate)·up
+    cos: Vec<f32>,     // (rows, head_dim / 2)
+    sin: Vec<f32>,     // (rows, head_dim / 2)
+    gemm: GemmBuf,
+}
+
+impl BatchScratch {
+    pub fn new(cfg: &ModelConfig, rows: usize) -> Self {
+        let half = cfg.head_dim / 2;
+        BatchScratch {
+            rows,
+            x: vec![0.0; rows * cfg.hidden_size],
+            xb: vec![0.0; rows * cfg.hidden_size],
+            qkv: vec![0.0; rows * (cfg.q_dim() + 2 * cfg.kv_dim())],
+            attn: vec![0.0; rows * cfg.q_dim()],
+            gate_up: vec![0.0; rows * 2 * cfg.intermediate_size],
+            act: vec![0.0; rows * cfg.intermediate_size],
+            cos: vec![0.0; rows * half],
+            sin: vec![0.0; rows * half],
+            gemm: GemmBuf::default(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 }
 
@@ -155,5 +193,79 @@ impl Model {
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
         ops::linear(&self.lm_head, &s.xb, &mut s.logits);
         Ok(&s.logits)
+    }
+
+    /// The prompt pass: runs `ids` at positions pos0..pos0+m through the network as batched
+    /// GEMMs (gemm.rs), appending their K/V to `kv`, and writes the logits after the last one
+    /// into `logits` (vocab). Same equations as [`Model::forward`], m rows at a time; every id is
+    /// checked before the cache is touched. m ≤ `s.rows()`.
+    pub fn forward_batch(&self, ids: &[u32], pos0: usize, kv: &mut KvCache, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
+        let c = &self.config;
+        let m = ids.len();
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::TokenOutOfRange { id: bad, vocab: c.vocab_size });
+        }
+        if pos0 + m > kv.max_seq {
+            return Err(Error::ContextOverflow { needed: pos0 + m, max: kv.max_seq });
+        }
+        if m == 0 || m > s.rows {
+            return Err(Error::Internal(format!("forward_batch: {m} rows for a scratch of {}", s.rows)));
+        }
+        let (h, hd, half) = (c.hidden_size, c.head_dim, c.head_dim / 2);
+        let (q_dim, kv_dim, inter) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let shape = AttnShape { n_heads: c.num_attention_heads, n_kv_heads: c.num_key_value_heads, head_dim: hd, max_seq: kv.max_seq };
+        let (x, xb) = (&mut s.x[..m * h], &mut s.xb[..m * h]);
+        let (qkv, attn) = (&mut s.qkv[..m * qkv_dim], &mut s.attn[..m * q_dim]);
+        let (gate_up, act) = (&mut s.gate_up[..m * 2 * inter], &mut s.act[..m * inter]);
+
+        // x[i] = embed_tokens[ids[i]]; RoPE angles of every row's position
+        for (i, &id) in ids.iter().enumerate() {
+            self.embed.row(id as usize, &mut x[i * h..(i + 1) * h]);
+            ops::rope_cos_sin(&self.inv_freq, pos0 + i, &mut s.cos[i * half..(i + 1) * half], &mut s.sin[i * half..(i + 1) * half]);
+        }
+        let norm_rows = |out: &mut [f32], x: &[f32], w: &[f32]| {
+            for (o, xi) in out.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                ops::rmsnorm(o, xi, w, c.rms_norm_eps);
+            }
+        };
+        let add_rows = |x: &mut [f32], d: &[f32]| x.iter_mut().zip(d).for_each(|(x, d)| *x += d);
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (k_cache, v_cache) = kv.layer_mut(l);
+            // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x), every row
+            norm_rows(xb, x, &layer.attn_norm);
+            linear_batch(&layer.qkv, xb, m, qkv, &mut s.gemm);
+            for (i, row) in qkv.chunks_exact_mut(qkv_dim).enumerate() {
+                let (cos, sin) = (&s.cos[i * half..(i + 1) * half], &s.sin[i * half..(i + 1) * half]);
+                let (q, kv_new) = row.split_at_mut(q_dim);
+                ops::apply_rope(q, hd, cos, sin);
+                ops::apply_rope(&mut kv_new[..kv_dim], hd, cos, sin);
+                let p = pos0 + i;
+                k_cache[p * kv_dim..(p + 1) * kv_dim].copy_from_slice(&kv_new[..kv_dim]);
+                v_cache[p * kv_dim..(p + 1) * kv_dim].copy_from_slice(&kv_new[kv_dim..]);
+            }
+            ops::attention_rows(&shape, qkv, qkv_dim, k_cache, v_cache, pos0, attn);
+            linear_batch(&layer.wo, attn, m, xb, &mut s.gemm);
+            add_rows(x, xb);
+
+            // MLP block: x += down(silu(gate(n)) * up(n)), n = rmsnorm(x), every row
+            norm_rows(xb, x, &layer.mlp_norm);
+            linear_batch(&layer.gate_up, xb, m, gate_up, &mut s.gemm);
+            for (a, gu) in act.chunks_exact_mut(inter).zip(gate_up.chunks_exact(2 * inter)) {
+                let (g, u) = gu.split_at(inter);
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    *a = ops::silu(g) * u;
+                }
+            }
+            linear_batch(&layer.down, act, m, xb, &mut s.gemm);
+            add_rows(x, xb);
+        }
+
+        // only the last row's logits are needed: one GEMV
+        let last = &x[(m - 1) * h..];
+        ops::rmsnorm(&mut xb[..h], last, &self.norm, c.rms_norm_eps);
+        ops::linear(&self.lm_head, &xb[..h], logits);
+        Ok(())
     }
 }

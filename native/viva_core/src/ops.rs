@@ -226,30 +226,49 @@ pub struct AttnShape {
 
 pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scores: &mut [f32], out: &mut [f32]) {
     let hd = s.head_dim;
-    let kv_dim = s.n_kv_heads * hd;
-    let group = s.n_heads / s.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let head = |(h, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
-        let kvh = h / group;
-        let qh = &q[h * hd..(h + 1) * hd];
-        let sc = &mut sc[..=pos];
-        for (t, st) in sc.iter_mut().enumerate() {
-            let kt = &k_cache[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-            *st = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
-        }
-        softmax(sc);
-        o.fill(0.0);
-        for (t, &p) in sc.iter().enumerate() {
-            let vt = &v_cache[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-            for (oi, &vi) in o.iter_mut().zip(vt) {
-                *oi += p * vi;
-            }
-        }
-    };
+    let head = |(h, (o, sc)): (usize, (&mut [f32], &mut [f32]))| attend_head(s, h, &q[h * hd..(h + 1) * hd], k_cache, v_cache, pos + 1, sc, o);
     if s.n_heads * (pos + 1) * hd < PARALLEL_MIN_WORK {
         out.chunks_mut(hd).zip(scores.chunks_mut(s.max_seq)).enumerate().for_each(head);
     } else {
         out.par_chunks_mut(hd).zip(scores.par_chunks_mut(s.max_seq)).enumerate().for_each(head);
+    }
+}
+
+/// Causal attention of m consecutive query positions pos0..pos0+m (the prompt pass), each over
+/// the cached positions 0..=its own: q rows `q_stride` apart (head-major within a row), out
+/// (m, n_heads · head_dim). Split over (row, head) pairs.
+pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32], v_cache: &[f32], pos0: usize, out: &mut [f32]) {
+    let hd = s.head_dim;
+    let m = out.len() / (s.n_heads * hd);
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        || vec![0f32; pos0 + m],
+        |sc, (i, o)| {
+            let (row, h) = (i / s.n_heads, i % s.n_heads);
+            let qh = &q[row * q_stride + h * hd..row * q_stride + (h + 1) * hd];
+            attend_head(s, h, qh, k_cache, v_cache, pos0 + row + 1, sc, o);
+        },
+    );
+}
+
+/// Query head `h` (qh: head_dim) over cached positions 0..len of its KV head: scores in
+/// sc[..len], softmax, weighted sum of V into o (head_dim). Caches (max_seq, n_kv_heads · head_dim).
+#[inline]
+fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+    let hd = s.head_dim;
+    let kv_dim = s.n_kv_heads * hd;
+    let off = (h / (s.n_heads / s.n_kv_heads)) * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let sc = &mut sc[..len];
+    for (t, st) in sc.iter_mut().enumerate() {
+        *st = crate::simd::dot_f32(qh, &k_cache[t * kv_dim + off..t * kv_dim + off + hd]) * scale;
+    }
+    softmax(sc);
+    o.fill(0.0);
+    for (t, &p) in sc.iter().enumerate() {
+        let vt = &v_cache[t * kv_dim + off..t * kv_dim + off + hd];
+        for (oi, &vi) in o.iter_mut().zip(vt) {
+            *oi += p * vi;
+        }
     }
 }
 
@@ -398,6 +417,29 @@ mod tests {
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= 1e-5, "heads {n_heads}/{n_kv_heads} hd {head_dim} pos {pos} [{i}]: {a} vs {b}");
             }
+        }
+    }
+
+    /// The prompt-pass attention: each row equals the one-position attention at its position.
+    #[test]
+    fn attention_rows_match_one_position_attention() {
+        let (n_heads, n_kv_heads, head_dim, pos0, m) = (8, 2, 64, 5, 7);
+        let s = AttnShape { n_heads, n_kv_heads, head_dim, max_seq: pos0 + m + 2 };
+        let kv_dim = n_kv_heads * head_dim;
+        let (q_dim, stride) = (n_heads * head_dim, n_heads * head_dim + 2 * kv_dim);
+        let val = |i: usize, salt: usize| (((i * 7919 + salt) % 1009) as f32 / 1009.0 - 0.5) * 2.0;
+        let q: Vec<f32> = (0..m * stride).map(|i| val(i, 1)).collect();
+        let mut k: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 2)).collect();
+        let mut v: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 3)).collect();
+        k[(pos0 + m) * kv_dim..].fill(f32::NAN);
+        v[(pos0 + m) * kv_dim..].fill(f32::NAN);
+        let mut out = vec![0.0; m * q_dim];
+        attention_rows(&s, &q, stride, &k, &v, pos0, &mut out);
+        let mut scores = vec![0.0; n_heads * s.max_seq];
+        for row in 0..m {
+            let mut want = vec![0.0; q_dim];
+            attention(&s, &q[row * stride..row * stride + q_dim], &k, &v, pos0 + row, &mut scores, &mut want);
+            assert_eq!(&out[row * q_dim..(row + 1) * q_dim], &want[..], "row {row}");
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Scratch};
+use crate::model::{BatchScratch, Model, Scratch};
 use crate::sampling::Sampler;
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -53,7 +53,32 @@ impl DecodeState {
     pub fn logits(&self) -> &[f32] {
         &self.scratch.logits
     }
+
+    /// Feeds `ids` at the next positions as batched GEMMs (`PREFILL_ROWS` at a time) and returns
+    /// the logits after the last one (vocab); the same cache contents and logits as stepping them
+    /// one by one, up to summation order (fp8: see gemm.rs).
+    pub fn prefill(&mut self, model: &Model, ids: &[u32]) -> Result<&[f32]> {
+        if model.config != self.config {
+            return Err(Error::InvalidOption { key: "kv_cache".into(), value: "sized for another model".into() });
+        }
+        if self.filled + ids.len() > self.kv.max_seq {
+            return Err(Error::ContextOverflow { needed: self.filled + ids.len(), max: self.kv.max_seq });
+        }
+        if ids.is_empty() {
+            return Ok(&self.scratch.logits);
+        }
+        let mut batch = BatchScratch::new(&self.config, ids.len().min(PREFILL_ROWS));
+        for chunk in ids.chunks(PREFILL_ROWS) {
+            model.forward_batch(chunk, self.filled, &mut self.kv, &mut batch, &mut self.scratch.logits)?;
+            self.filled += chunk.len();
+        }
+        Ok(&self.scratch.logits)
+    }
 }
+
+/// Prompt positions per batched forward: large enough that each weight band is expanded once
+/// for many tokens, small enough to bound the pass's buffers (~40 MB for a 1B model).
+pub const PREFILL_ROWS: usize = 256;
 
 /// One generation: decode state + sampler + detokenizer, on a shared model.
 pub struct Session<'m> {
@@ -69,13 +94,9 @@ impl<'m> Session<'m> {
         Session { model, state: DecodeState::new(model, max_seq), sampler, detok: Detokenizer::new() }
     }
 
-    /// Feeds the prompt; returns the logits after its last token.
-    /// Token by token for now (a later issue batches the prompt into GEMMs).
+    /// Feeds the prompt as batched GEMMs; returns the logits after its last token.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32]> {
-        for &id in ids {
-            self.step(id)?;
-        }
-        Ok(self.state.logits())
+        self.state.prefill(self.model, ids)
     }
 
     /// Feeds one token at the next position; returns the next-token logits.
