@@ -1,6 +1,8 @@
 //! Prefill GEMM throughput (viva_core::gemm) against this machine's multiply-add peak, measured
 //! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
 //! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
+//! Second table: the decode GEMV (`ops::linear`, m = 1) on the same shapes, in GB/s of weights
+//! read against the read bandwidth of all cores measured in the same run (its roofline).
 //!
 //! cargo run --release -p viva_bench --bin cpu_gemm -- [--no-append]
 //! Prints a markdown table and appends it (date, machine, commit) to bench/results/cpu_gemm.md.
@@ -9,6 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use viva_core::gemm::{kernel_for, linear_batch, GemmBuf};
+use viva_core::ops;
 use viva_core::quant::fp8::Blocking;
 use viva_core::tensor::TensorView;
 use viva_core::weights::{Linear, WeightFormat};
@@ -28,6 +31,37 @@ fn on_all_cores(macs: f64, body: fn() -> f32) -> f64 {
 }
 
 const PEAK_ITERS: usize = 20_000_000;
+
+/// Read bandwidth (bytes/s) of all cores streaming disjoint parts of a 1 GiB buffer (best of 3).
+fn read_bandwidth() -> f64 {
+    let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let part = buf.len() / threads;
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let sink: u64 = std::thread::scope(|s| {
+                let hs: Vec<_> = buf
+                    .chunks(part)
+                    .map(|c| {
+                        s.spawn(move || {
+                            let mut acc = [0u64; 8];
+                            for v in c.chunks_exact(8) {
+                                for l in 0..8 {
+                                    acc[l] = acc[l].wrapping_add(v[l]);
+                                }
+                            }
+                            acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0)).fold(0u64, |a, b| a.wrapping_add(b))
+            });
+            std::hint::black_box(sink);
+            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
 
 #[cfg(target_arch = "x86_64")]
 mod peak {
@@ -105,6 +139,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let gmacs = (m * n * k) as f64 / s / 1e9;
                 table += &format!("| {name} ({n} × {k}) | {fname} | {kernel:?} | {m} | {:.2} | {gmacs:.1} | {:.0}% |\n", s * 1e3, 100.0 * gmacs * 1e9 / peak.max(1.0));
             }
+        }
+    }
+    let bw = read_bandwidth();
+    table += &format!("\n| decode GEMV (n × k), from DRAM | format | MB read | ms | GB/s | % of read bandwidth ({:.1} GB/s) |\n|---|---|---|---|---|---|\n", bw / 1e9);
+    for (name, n, k) in shapes {
+        for (fname, format) in [("bf16", WeightFormat::Bf16), ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT)), ("fp8 b128", WeightFormat::Fp8(Blocking::new(128)?))] {
+            // copies totalling ≥ 256 MB, walked in turn: every call streams from DRAM as in decode
+            let first = weight(n, k, format)?;
+            let copies = (256e6 / first.nbytes() as f64).ceil() as usize;
+            let mut ws = vec![first];
+            for _ in 1..copies {
+                ws.push(weight(n, k, format)?);
+            }
+            let w = &ws[0];
+            let x: Vec<f32> = (0..k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+            let mut out = vec![0.0; n];
+            ws.iter().for_each(|w| ops::linear(w, &x, &mut out)); // warm-up
+            let reps = 2 * copies;
+            let t = Instant::now();
+            for i in 0..reps {
+                ops::linear(&ws[i % copies], &x, &mut out);
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let gbs = w.nbytes() as f64 / s / 1e9;
+            table += &format!("| {name} ({n} × {k}) | {fname} | {:.1} | {:.3} | {gbs:.1} | {:.0}% |\n", w.nbytes() as f64 / 1e6, s * 1e3, 100.0 * gbs * 1e9 / bw);
         }
     }
     let commit = sh("git rev-parse --short HEAD");

@@ -210,6 +210,8 @@ unsafe fn dot16_avx512(row: *const u8, kind: Half, x: &[f32]) -> f32 {
     let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i + 64 <= k {
+        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD + 64) as *const i8, _MM_HINT_T0);
         a0 = _mm512_fmadd_ps(load16(row.add(2 * i), kind), _mm512_loadu_ps(xp.add(i)), a0);
         a1 = _mm512_fmadd_ps(load16(row.add(2 * (i + 16)), kind), _mm512_loadu_ps(xp.add(i + 16)), a1);
         a2 = _mm512_fmadd_ps(load16(row.add(2 * (i + 32)), kind), _mm512_loadu_ps(xp.add(i + 32)), a2);
@@ -240,14 +242,25 @@ unsafe fn scale16(scales: &[f32], b: usize) -> __m512 {
     _mm512_set1_ps(*scales.get_unchecked(b) * 256.0)
 }
 
-/// 16 E4M3 codes → 16 f32 of value/256 (exact).
+/// 16 E4M3 codes → 16 f32 of value/256 (exact). Sign-extending the byte puts the sign in bits
+/// 15..8; shifted left by 7 it fills bits 15 and 14 and the exponent+mantissa land in bits 13..7:
+/// clearing bit 14 leaves the f16 bits of value/256.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn load_e4m3(p: *const u8) -> __m512 {
-    let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
-    let sign = _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8);
-    let mag = _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x7f)), 7);
-    _mm512_cvtph_ps(_mm256_or_si256(sign, mag))
+    let c = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+    _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(c, 7), _mm256_set1_epi16(0xBFFFu16 as i16)))
+}
+
+/// Bytes ahead of the current code vector that the fp8 dot prefetches (the next row's codes
+/// are contiguous, so the stream runs on across rows).
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Scale `b`, broadcast (the dot's ×256 is applied once to its sum).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn scale1(scales: &[f32], b: usize) -> __m512 {
+    _mm512_set1_ps(*scales.get_unchecked(b))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -262,18 +275,20 @@ unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) 
     let mut j = 0; // vector index
     while 16 * (j + 4) <= k {
         let i = 16 * j;
-        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
-        a1 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 16)), scale16(scales, (j + 1) >> shift)), _mm512_loadu_ps(xp.add(i + 16)), a1);
-        a2 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 32)), scale16(scales, (j + 2) >> shift)), _mm512_loadu_ps(xp.add(i + 32)), a2);
-        a3 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 48)), scale16(scales, (j + 3) >> shift)), _mm512_loadu_ps(xp.add(i + 48)), a3);
+        _mm_prefetch(cp.wrapping_add(i + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale1(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 16)), scale1(scales, (j + 1) >> shift)), _mm512_loadu_ps(xp.add(i + 16)), a1);
+        a2 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 32)), scale1(scales, (j + 2) >> shift)), _mm512_loadu_ps(xp.add(i + 32)), a2);
+        a3 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i + 48)), scale1(scales, (j + 3) >> shift)), _mm512_loadu_ps(xp.add(i + 48)), a3);
         j += 4;
     }
     while 16 * (j + 1) <= k {
         let i = 16 * j;
-        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale16(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
+        a0 = _mm512_fmadd_ps(_mm512_mul_ps(load_e4m3(cp.add(i)), scale1(scales, j >> shift)), _mm512_loadu_ps(xp.add(i)), a0);
         j += 1;
     }
-    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    // value/256 codes: one ×256 for the whole sum
+    let mut sum = 256.0 * _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     let mut tail = 0.0f32; // k % 16 codes, all in the last vector's block
     for i in 16 * j..k {
         tail += crate::quant::fp8::e4m3_decode(codes[i]) * x[i];
@@ -282,6 +297,111 @@ unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) 
         sum += tail * scales[(16 * j) / block];
     }
     sum
+}
+
+/// One query head's attention over `len` cached positions (see `ops::attend_head`, the
+/// portable twin): K/V rows `stride` floats apart, this head's slice at `off`; scores scratch
+/// `sc` (≥ len), output `o` (head_dim = qh.len()). Scores by 512-bit dots, softmax with a
+/// vector exp (`exp512`), P·V accumulated in registers and scaled by 1/Σ once. `false` (nothing
+/// written) unless AVX-512 is here and head_dim is 64 or 128.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(qh: &[f32], k: &[f32], v: &[f32], stride: usize, off: usize, len: usize, scale: f32, sc: &mut [f32], o: &mut [f32]) -> bool {
+    let hd = qh.len();
+    let end = (len.max(1) - 1) * stride + off + hd;
+    if !avx512() || !(hd == 64 || hd == 128) || o.len() != hd || len == 0 || sc.len() < len || k.len() < end || v.len() < end {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F present; every K/V read is row t < len at off..off+hd, inside the slices
+    // (checked above); scores stay below len ≤ sc.len().
+    unsafe {
+        if hd == 64 {
+            attend_avx512::<4>(qh, k, v, stride, off, len, scale, sc, o);
+        } else {
+            attend_avx512::<8>(qh, k, v, stride, off, len, scale, sc, o);
+        }
+        return true;
+    }
+    #[allow(unreachable_code)]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx512<const V: usize>(qh: &[f32], k: &[f32], v: &[f32], stride: usize, off: usize, len: usize, scale: f32, sc: &mut [f32], o: &mut [f32]) {
+    let mut q = [_mm512_setzero_ps(); V];
+    for (i, qv) in q.iter_mut().enumerate() {
+        *qv = _mm512_loadu_ps(qh.as_ptr().add(16 * i));
+    }
+    let (kp, vp, sp) = (k.as_ptr().add(off), v.as_ptr().add(off), sc.as_mut_ptr());
+    let mut mx = f32::NEG_INFINITY;
+    for t in 0..len {
+        let row = kp.add(t * stride);
+        let mut a = _mm512_mul_ps(q[0], _mm512_loadu_ps(row));
+        for (i, qv) in q.iter().enumerate().skip(1) {
+            a = _mm512_fmadd_ps(*qv, _mm512_loadu_ps(row.add(16 * i)), a);
+        }
+        let s = _mm512_reduce_add_ps(a) * scale;
+        *sp.add(t) = s;
+        mx = mx.max(s);
+    }
+    // e = exp(s - max), Σe
+    let (m, mut sum) = (_mm512_set1_ps(mx), _mm512_setzero_ps());
+    let mut t = 0;
+    while t < len {
+        let mask: __mmask16 = if len - t >= 16 { 0xFFFF } else { (1u16 << (len - t)) - 1 };
+        let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sp.add(t)), m));
+        _mm512_mask_storeu_ps(sp.add(t), mask, e);
+        sum = _mm512_mask_add_ps(sum, mask, sum, e);
+        t += 16;
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    let mut acc = [_mm512_setzero_ps(); V];
+    for t in 0..len {
+        let (p, row) = (_mm512_set1_ps(*sp.add(t)), vp.add(t * stride));
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(row.add(16 * i)), *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(o.as_mut_ptr().add(16 * i), _mm512_mul_ps(*a, inv));
+    }
+}
+
+/// e^x for 16 lanes, x ≤ 0 (softmax after max subtraction; -inf/very negative give 0):
+/// x = n·ln2 + r with |r| ≤ ln2/2, e^r by the Cephes expf polynomial (≤ 2 ulp), times 2^n by
+/// `vscalefps` (which also underflows correctly).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp512(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.500_000_0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+    _mm512_scalef_ps(y, n)
+}
+
+/// [`exp512`] on a slice (for its test).
+pub fn exp_slice(x: &mut [f32]) -> bool {
+    if !avx512() || x.len() % 16 != 0 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F present; whole 16-lane chunks of x.
+    unsafe {
+        for c in x.chunks_exact_mut(16) {
+            _mm512_storeu_ps(c.as_mut_ptr(), exp512(_mm512_loadu_ps(c.as_ptr())));
+        }
+        return true;
+    }
+    #[allow(unreachable_code)]
+    false
 }
 
 #[cfg(test)]
@@ -355,5 +475,22 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+
+    /// The vector exp against f64 on [-104, 0] (and -inf): relative error ≤ 3 ulp (f32).
+    #[test]
+    fn exp512_is_accurate_on_the_softmax_range() {
+        let mut x: Vec<f32> = (0..16 * 4096).map(|i| -104.0 * i as f32 / (16.0 * 4096.0)).collect();
+        x[5] = f32::NEG_INFINITY;
+        let want: Vec<f64> = x.iter().map(|&v| (v as f64).exp()).collect();
+        if !exp_slice(&mut x) {
+            eprintln!("no AVX-512: skipped");
+            return;
+        }
+        for (i, (&g, &w)) in x.iter().zip(&want).enumerate() {
+            let ulp = (w as f32).abs() * f32::EPSILON;
+            assert!((g as f64 - w).abs() <= 3.0 * ulp as f64 + 1e-44, "exp at {i}: {g} vs {w}");
+        }
     }
 }
