@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llm;
+pub mod mem;
 pub mod model;
 pub mod ops;
 pub mod quant;

@@ -97,7 +97,36 @@ pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
     debug_assert_eq!(w.numel(), out.len() * x.len());
     let row_bytes = x.len() * w.dtype.size();
     let (bytes, dtype) = (w.bytes(), w.dtype);
+    if dtype == DType::BF16 && with_x3(x, |x3| par_rows(out, w.numel(), |r| bf16_x3_row(&bytes[r * row_bytes..(r + 1) * row_bytes], x3, x))) {
+        return;
+    }
     par_rows(out, w.numel(), |r| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x));
+}
+
+thread_local! {
+    /// The calling thread's x split into bf16 terms (3k), reused across calls: no allocation per token.
+    static X3: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with x split into three bf16 terms (simd::split_bf16x3) when AVX512_BF16 is here;
+/// `false` (f not run) otherwise. bf16 weights (native BF16 views and the Bf16 format alike, so
+/// the two stay identical) take this path.
+fn with_x3(x: &[f32], f: impl FnOnce(&[u16])) -> bool {
+    X3.with(|b| {
+        let mut b = b.borrow_mut();
+        b.resize(3 * x.len(), 0);
+        if !crate::simd::split_bf16x3(x, &mut b) {
+            return false;
+        }
+        f(&b);
+        true
+    })
+}
+
+/// One bf16 row (raw bytes) · x through the three-term dot, the f32 dot as fallback.
+#[inline]
+fn bf16_x3_row(row: &[u8], x3: &[u16], x: &[f32]) -> f32 {
+    crate::simd::dot_bf16_x3(row, x3).unwrap_or_else(|| dot_row(row, DType::BF16, x))
 }
 
 /// `out = W x` for a linear in any weight format; fused parts come out stacked in order.
@@ -113,7 +142,11 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
         }
         Linear::Bf16 { n, k, data } => {
             let k = *k;
-            par_rows(out, n * k, |r| dot_lanes_bf16(&data[r * k..(r + 1) * k], x));
+            let row = |r: usize| &data[r * k..(r + 1) * k];
+            if with_x3(x, |x3| par_rows(out, n * k, |r| crate::simd::u16_le_bytes(row(r)).and_then(|b| crate::simd::dot_bf16_x3(b, x3)).unwrap_or_else(|| dot_lanes_bf16(row(r), x)))) {
+                return;
+            }
+            par_rows(out, n * k, |r| dot_lanes_bf16(row(r), x));
         }
         Linear::Fp8(p) => par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x)),
     }

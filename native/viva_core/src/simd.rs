@@ -103,6 +103,106 @@ unsafe fn fp8_row_to_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, dst
     }
 }
 
+/// x split exactly into three bf16 terms, x = hi + mid + lo (8 significant bits each, 24 in
+/// all: f32's precision), written as dst = [hi (k) | mid (k) | lo (k)], dst.len() = 3k. The bf16
+/// decode GEMV multiplies each term by the weight in `vdpbf16ps` (products exact in f32), so it
+/// keeps f32 activations while doing 32 multiply-adds per instruction. `false` without
+/// AVX512_BF16.
+pub fn split_bf16x3(x: &[f32], dst: &mut [u16]) -> bool {
+    let k = x.len();
+    if !avx512_bf16() || dst.len() != 3 * k {
+        return false;
+    }
+    let (hi, rest) = dst.split_at_mut(k);
+    let (mid, lo) = rest.split_at_mut(k);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512_BF16 present; whole 16-lane steps below k in x and each third of dst.
+    let i = unsafe { split_bf16x3_avx512(x, hi, mid, lo) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let i = 0;
+    let up = |b: u16| f32::from_bits((b as u32) << 16);
+    for j in i..k {
+        hi[j] = half::bf16::from_f32(x[j]).to_bits();
+        let r = x[j] - up(hi[j]);
+        mid[j] = half::bf16::from_f32(r).to_bits();
+        lo[j] = half::bf16::from_f32(r - up(mid[j])).to_bits();
+    }
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2")]
+unsafe fn split_bf16x3_avx512(x: &[f32], hi: &mut [u16], mid: &mut [u16], lo: &mut [u16]) -> usize {
+    let up = |b: __m256bh| _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(b)), 16));
+    let st = |d: *mut u16, b: __m256bh| _mm256_storeu_si256(d as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(b));
+    let mut i = 0;
+    while i + 16 <= x.len() {
+        let v = _mm512_loadu_ps(x.as_ptr().add(i));
+        let h = _mm512_cvtneps_pbh(v);
+        let r = _mm512_sub_ps(v, up(h));
+        let m = _mm512_cvtneps_pbh(r);
+        let l = _mm512_cvtneps_pbh(_mm512_sub_ps(r, up(m)));
+        st(hi.as_mut_ptr().add(i), h);
+        st(mid.as_mut_ptr().add(i), m);
+        st(lo.as_mut_ptr().add(i), l);
+        i += 16;
+    }
+    i
+}
+
+/// Σ w[i]·x[i] for a bf16 row (`row`: 2k little-endian bytes, any alignment) against x given as
+/// its three bf16 terms (`x3` from [`split_bf16x3`], 3k): three `vdpbf16ps` per 32 weights.
+/// Same products as the f32 dot (exact), summed in another order. `None` without AVX512_BF16.
+pub fn dot_bf16_x3(row: &[u8], x3: &[u16]) -> Option<f32> {
+    let k = x3.len() / 3;
+    if !avx512_bf16() || row.len() < 2 * k || x3.len() != 3 * k {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512_BF16 present; loads stay below 2k bytes of row and k u16 of each term.
+    return Some(unsafe { dot_bf16_x3_avx512(row.as_ptr(), x3, k) });
+    #[allow(unreachable_code)]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn dot_bf16_x3_avx512(row: *const u8, x3: &[u16], k: usize) -> f32 {
+    let ld = |p: *const u16| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(p as *const __m512i)) };
+    let (h, m, l) = (x3.as_ptr(), x3.as_ptr().add(k), x3.as_ptr().add(2 * k));
+    let w16 = row as *const u16;
+    let mut acc = [_mm512_setzero_ps(); 6];
+    let mut i = 0;
+    while i + 64 <= k {
+        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD + 64) as *const i8, _MM_HINT_T0);
+        let (w0, w1) = (ld(w16.add(i)), ld(w16.add(i + 32)));
+        acc[0] = _mm512_dpbf16_ps(acc[0], w0, ld(h.add(i)));
+        acc[1] = _mm512_dpbf16_ps(acc[1], w0, ld(m.add(i)));
+        acc[2] = _mm512_dpbf16_ps(acc[2], w0, ld(l.add(i)));
+        acc[3] = _mm512_dpbf16_ps(acc[3], w1, ld(h.add(i + 32)));
+        acc[4] = _mm512_dpbf16_ps(acc[4], w1, ld(m.add(i + 32)));
+        acc[5] = _mm512_dpbf16_ps(acc[5], w1, ld(l.add(i + 32)));
+        i += 64;
+    }
+    while i + 32 <= k {
+        let w0 = ld(w16.add(i));
+        acc[0] = _mm512_dpbf16_ps(acc[0], w0, ld(h.add(i)));
+        acc[1] = _mm512_dpbf16_ps(acc[1], w0, ld(m.add(i)));
+        acc[2] = _mm512_dpbf16_ps(acc[2], w0, ld(l.add(i)));
+        i += 32;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[3]), _mm512_add_ps(acc[1], acc[4])), _mm512_add_ps(acc[2], acc[5]));
+    let mut sum = _mm512_reduce_add_ps(s);
+    let up = |b: u16| f32::from_bits((b as u32) << 16);
+    while i < k {
+        let w = up(std::ptr::read_unaligned(w16.add(i)));
+        sum += w * (up(*h.add(i)) + up(*m.add(i)) + up(*l.add(i)));
+        i += 1;
+    }
+    sum
+}
+
 /// Σ a[i]·b[i] (attention's q·k), AVX-512 with a portable 16-lane fallback.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -168,13 +268,18 @@ pub fn dot16(row: &[u8], kind: Half, x: &[f32]) -> Option<f32> {
 
 /// [`dot16`] for a bf16 row held as u16 values (the `Bf16` weight format).
 pub fn dot_bf16(row: &[u16], x: &[f32]) -> Option<f32> {
+    dot16(u16_le_bytes(row)?, Half::Bf16, x)
+}
+
+/// The bytes of bf16 bits held as u16 — the little-endian encoding the kernels read — on a
+/// little-endian target (`None` elsewhere).
+pub fn u16_le_bytes(v: &[u16]) -> Option<&[u8]> {
     if !cfg!(target_endian = "little") {
         return None;
     }
-    // SAFETY: the u16s are initialised; on a little-endian target their bytes are the bf16
-    // little-endian encoding `dot16` reads.
-    let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len() * 2) };
-    dot16(bytes, Half::Bf16, x)
+    // SAFETY: the u16s are initialised and any byte pattern is a valid u8; the view covers
+    // exactly the slice's 2·len bytes and borrows it.
+    Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) })
 }
 
 /// Σ_j scale(j)·Σ_{c in vector j} decode(code_c)·x_c over one fp8 row (see quant/fp8.rs for the
@@ -492,5 +597,30 @@ mod tests {
             let ulp = (w as f32).abs() * f32::EPSILON;
             assert!((g as f64 - w).abs() <= 3.0 * ulp as f64 + 1e-44, "exp at {i}: {g} vs {w}");
         }
+    }
+
+    /// The three-term split is exact, and the bf16 x3 dot equals the f32 dot up to order.
+    #[test]
+    fn bf16_x3_split_is_exact_and_its_dot_matches() -> Result<()> {
+        for k in [5usize, 32, 64, 100, 2048, 5632 + 7] {
+            let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0 * (1.0 + i as f32 * 1e-3)).collect();
+            let mut x3 = vec![0u16; 3 * k];
+            if !split_bf16x3(&x, &mut x3) {
+                eprintln!("no AVX512_BF16: skipped");
+                return Ok(());
+            }
+            let up = |b: u16| f32::from_bits((b as u32) << 16);
+            for j in 0..k {
+                assert_eq!(up(x3[j]) + up(x3[k + j]) + up(x3[2 * k + j]), x[j], "split of x[{j}]");
+            }
+            let w: Vec<u16> = (0..k).map(|i| half::bf16::from_f32(((i * 53 % 97) as f32 - 48.0) / 77.0).to_bits()).collect();
+            let mut bytes = vec![0u8];
+            bytes.extend(w.iter().flat_map(|b| b.to_le_bytes()));
+            let want: f32 = w.iter().zip(&x).map(|(&b, v)| up(b) * v).sum();
+            let mag: f32 = w.iter().zip(&x).map(|(&b, v)| (up(b) * v).abs()).sum();
+            let got = dot_bf16_x3(&bytes[1..], &x3).ok_or_else(|| Error::Internal("no x3 dot".into()))?;
+            assert!(close(got, want, mag), "k={k}: {got} vs {want}");
+        }
+        Ok(())
     }
 }
