@@ -2,8 +2,8 @@
 # Our CPU engine vs llama.cpp (llama-cpp-python) on the same machine, in one run (issue 5):
 # decode, pp32, pp512 and 2k-context decode tok/s, with the ratio ours/llama.cpp.
 #   bash scripts/bench_cpu_peer.sh
-# Rows: TinyLlama-1.1B-shaped random weights at Q8_0 (llama.cpp) vs ours fp8 loaded from that
-# GGUF; the same at BF16 vs ours bf16; SmolLM2-135M Q4_1 as shipped vs ours fp8 and bf16.
+# Rows: TinyLlama-1.1B-shaped random weights at Q8_0 (llama.cpp) vs ours fp8 block 16 (the default)
+# and block 128 (the equal-bits row) loaded from that GGUF; the same at BF16 vs ours bf16; SmolLM2-135M Q4_1 as shipped vs ours fp8 and bf16.
 # Env: BENCH_MODELS  subset of tinyllama-q8_0,tinyllama-bf16,smollm2 (default: all)
 #      BENCH_RUNS    runs per measurement, median (default 3; ours also stops a measurement
 #                    after BENCH_BUDGET_S seconds, default 30, keeping at least one run)
@@ -64,8 +64,9 @@ ours() {  # KEY MODEL FORMAT
 }
 if has tinyllama-q8_0; then
   m="$CACHE/tinyllama-random-q8_0.gguf"
-  theirs tinyllama-q8_0 "$m"; ours tinyllama-q8_0 "$m" fp8
-  rows+=("TinyLlama-1.1B random|Q8_0|fp8 block 16 (from the Q8_0 GGUF)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8.json")
+  theirs tinyllama-q8_0 "$m"; ours tinyllama-q8_0 "$m" fp8; ours tinyllama-q8_0 "$m" fp8-b128
+  rows+=("TinyLlama-1.1B random|Q8_0 (8.5 bits/weight)|fp8 block 16, the default (10 bits/weight)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8.json")
+  rows+=("TinyLlama-1.1B random|Q8_0 (8.5 bits/weight)|fp8 block 128 (8.25 bits/weight)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8-b128.json")
 fi
 if has tinyllama-bf16; then
   m="$CACHE/tinyllama-random-bf16.gguf"

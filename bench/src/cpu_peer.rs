@@ -1,7 +1,7 @@
 //! Our side of the llama.cpp peer benchmark (issue 5): the same four measurements as
 //! bench/peer/llama_cpp_bench.py, on our engine through viva_core's public API. Prints JSON.
 //!
-//! cargo run --release -p viva_bench --bin cpu_peer -- MODEL.gguf fp8|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S] [--load-only]
+//! cargo run --release -p viva_bench --bin cpu_peer -- MODEL.gguf fp8|fp8-b<block>|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S] [--load-only]
 //! (`--load-only`: load, greedy-generate 4 tokens, print config and tokens: the loader check.)
 //!
 //! - decode: 16-token prompt, then 64 greedy steps; tok/s = 1000 / `ms_per_token` (mean interval
@@ -62,12 +62,15 @@ fn arg<T: std::str::FromStr>(args: &[String], key: &str, default: T) -> Result<T
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(path), Some(fmt)) = (args.get(1), args.get(2)) else {
-        return Err("usage: cpu_peer MODEL.gguf fp8|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S]".into());
+        return Err("usage: cpu_peer MODEL.gguf fp8|fp8-b<block>|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S]".into());
     };
     let weights = match fmt.as_str() {
         "fp8" => WeightFormat::Fp8(Blocking::DEFAULT),
         "bf16" => WeightFormat::Bf16,
-        other => return Err(format!("weights {other:?}: fp8 or bf16").into()),
+        other => match other.strip_prefix("fp8-b").and_then(|b| b.parse().ok()) {
+            Some(b) => WeightFormat::Fp8(Blocking::new(b)?),
+            None => return Err(format!("weights {other:?}: fp8, fp8-b<16|32|64|128> or bf16").into()),
+        },
     };
     let runs: usize = arg(&args, "--runs", 3)?;
     let ctx: usize = arg(&args, "--ctx", 2000)?;

@@ -35,6 +35,8 @@ impl DType {
 pub enum Storage {
     Mmap(memmap2::Mmap),
     Heap(Vec<u8>),
+    /// f32 values kept as such (dequantized GGUF tensors): no byte copy, and 4-aligned.
+    F32(Vec<f32>),
 }
 
 impl Storage {
@@ -42,6 +44,10 @@ impl Storage {
         match self {
             Storage::Mmap(m) => m,
             Storage::Heap(v) => v,
+            // SAFETY: every f32 bit pattern is 4 initialised bytes; the view covers exactly the
+            // Vec's 4·len bytes and borrows it. Little-endian targets only read it as LE f32
+            // (see TensorView::f32_slice); get_f32/read_f32_into decode bytes explicitly.
+            Storage::F32(v) => unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) },
         }
     }
 }
@@ -77,6 +83,24 @@ impl TensorView {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let len = bytes.len();
         TensorView::new(name.to_string(), DType::F32, shape, Arc::new(Storage::Heap(bytes)), 0, len)
+    }
+
+    /// An f32 tensor that owns `data` (no copy).
+    pub fn from_f32_vec(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Self {
+        let len = data.len() * 4;
+        TensorView::new(name.to_string(), DType::F32, shape, Arc::new(Storage::F32(data)), 0, len)
+    }
+
+    /// The elements as an f32 slice without copying, when the tensor is F32, its bytes are
+    /// 4-aligned and the target is little-endian; `None` otherwise (use `read_f32_into`).
+    pub fn f32_slice(&self) -> Option<&[f32]> {
+        let b = self.bytes();
+        if self.dtype != DType::F32 || !cfg!(target_endian = "little") || b.as_ptr() as usize % 4 != 0 {
+            return None;
+        }
+        // SAFETY: 4-aligned (checked), len is numel·4 bytes inside the storage (constructor
+        // contract), any bit pattern is a valid f32, little-endian so the bytes are the values.
+        Some(unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) })
     }
 
     /// Byte offset of the data in its file (safetensors: header included).

@@ -55,9 +55,17 @@ impl Linear {
                 Linear::Bf16 { n, k, data }
             }
             WeightFormat::Fp8(blocking) => {
-                let mut w = Vec::with_capacity(n * k);
+                // one part already f32 in memory (GGUF, f32 checkpoints): quantize it in place
+                if let [p] = parts {
+                    if let Some(w) = p.f32_slice() {
+                        return Ok(Linear::Fp8(PackedFp8::prepack(w, n, k, blocking)?));
+                    }
+                }
+                let mut w = vec![0f32; n * k];
+                let mut off = 0;
                 for p in parts {
-                    w.extend(p.to_f32_vec());
+                    p.read_f32_into(0, &mut w[off..off + p.numel()]);
+                    off += p.numel();
                 }
                 Linear::Fp8(PackedFp8::prepack(&w, n, k, blocking)?)
             }
@@ -85,8 +93,9 @@ impl Linear {
 
 /// Appends `t` as bf16 bits (bf16 copied as is; f16/f32 rounded to nearest even).
 fn extend_bf16(dst: &mut Vec<u16>, t: &TensorView) {
-    match t.dtype {
-        DType::BF16 => dst.extend(t.bytes().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]))),
+    match (t.dtype, t.f32_slice()) {
+        (DType::BF16, _) => dst.extend(t.bytes().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]))),
+        (_, Some(v)) => dst.extend(v.iter().map(|&v| bf16::from_f32(v).to_bits())),
         _ => dst.extend(t.to_f32_vec().into_iter().map(|v| bf16::from_f32(v).to_bits())),
     }
 }

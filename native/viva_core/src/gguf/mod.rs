@@ -443,7 +443,7 @@ impl Gguf {
             if let (Some(h), [_, cols]) = (heads, shape.as_slice()) {
                 data = unpermute_qk(&data, h, *cols);
             }
-            out.push(crate::tensor::TensorView::from_f32(&hf, shape, &data));
+            out.push(crate::tensor::TensorView::from_f32_vec(&hf, shape, data));
         }
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(crate::safetensors::Checkpoint::from_tensors(dir, vec![self.path.clone()], out))

@@ -229,14 +229,7 @@ impl PackedFp8 {
         let mut scales: Vec<f32> = crate::mem::huge_vec(n * blocks_per_row); // (n, blocks_per_row)
         // rows are independent: quantize them across the rayon pool
         codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).zip(w.par_chunks(k)).for_each(
-            |((row_codes, row_scales), row)| {
-                for ((chunk, dst), scale) in row.chunks(block).zip(row_codes.chunks_mut(block)).zip(row_scales.iter_mut()) {
-                    *scale = block_scale(chunk);
-                    for (c, &v) in dst.iter_mut().zip(chunk) {
-                        *c = e4m3_encode(v / *scale);
-                    }
-                }
-            },
+            |((row_codes, row_scales), row)| quantize_row(row, row_codes, row_scales, block),
         );
         Ok(PackedFp8 { n, k, blocking, block, row_stride, blocks_per_row, codes, scales })
     }
@@ -288,6 +281,33 @@ impl PackedFp8 {
     /// Bytes the packed weight occupies (codes + scales).
     pub fn nbytes(&self) -> usize {
         self.codes.len() + self.scales.len() * 4
+    }
+}
+
+/// One row of `prepack`: per block, its scale, then every code. On x86-64 with AVX2/FMA/SSE4.1
+/// the same body is compiled for them (rounding becomes one instruction instead of a libm call).
+fn quantize_row(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: the CPU has the features (checked just above); the body is safe Rust.
+        return unsafe { quantize_row_avx2(row, codes, scales, block) };
+    }
+    quantize_row_body(row, codes, scales, block)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,sse4.1")]
+fn quantize_row_avx2(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
+    quantize_row_body(row, codes, scales, block)
+}
+
+#[inline(always)]
+fn quantize_row_body(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
+    for ((chunk, dst), scale) in row.chunks(block).zip(codes.chunks_mut(block)).zip(scales.iter_mut()) {
+        *scale = block_scale(chunk);
+        for (c, &v) in dst.iter_mut().zip(chunk) {
+            *c = e4m3_encode(v / *scale);
+        }
     }
 }
 
