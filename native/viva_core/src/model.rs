@@ -33,7 +33,7 @@ pub struct Scratch {
     xb: Vec<f32>,         // (hidden) normed input / block output
     qkv: Vec<f32>,        // (q_dim + 2·kv_dim)
     attn: Vec<f32>,       // (q_dim) attention output
-    scores: Vec<f32>,     // (n_heads, max_seq)
+    scores: Vec<f32>,     // attention scratch: scores + partials (ops::attention_scratch_len)
     gate_up: Vec<f32>,    // (2·intermediate)
     cos: Vec<f32>,        // (head_dim / 2)
     sin: Vec<f32>,        // (head_dim / 2)
@@ -48,7 +48,7 @@ impl Scratch {
             xb: vec![0.0; cfg.hidden_size],
             qkv: vec![0.0; cfg.q_dim() + 2 * cfg.kv_dim()],
             attn: vec![0.0; cfg.q_dim()],
-            scores: vec![0.0; cfg.num_attention_heads * max_seq],
+            scores: vec![0.0; ops::attention_scratch_len(&ops::AttnShape::of(cfg, max_seq))],
             gate_up: vec![0.0; 2 * cfg.intermediate_size],
             cos: vec![0.0; half],
             sin: vec![0.0; half],
@@ -158,7 +158,7 @@ impl Model {
             return Err(Error::ContextOverflow { needed: pos + 1, max: kv.max_seq });
         }
         let kv_dim = c.kv_dim();
-        let shape = AttnShape { n_heads: c.num_attention_heads, n_kv_heads: c.num_key_value_heads, head_dim: hd, max_seq: kv.max_seq };
+        let shape = AttnShape::of(c, kv.max_seq);
 
         // x = embed_tokens[token]
         self.embed.row(token as usize, &mut s.x);
@@ -214,7 +214,7 @@ impl Model {
         let (h, hd, half) = (c.hidden_size, c.head_dim, c.head_dim / 2);
         let (q_dim, kv_dim, inter) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
         let qkv_dim = q_dim + 2 * kv_dim;
-        let shape = AttnShape { n_heads: c.num_attention_heads, n_kv_heads: c.num_key_value_heads, head_dim: hd, max_seq: kv.max_seq };
+        let shape = AttnShape::of(c, kv.max_seq);
         let (x, xb) = (&mut s.x[..m * h], &mut s.xb[..m * h]);
         let (qkv, attn) = (&mut s.qkv[..m * qkv_dim], &mut s.attn[..m * q_dim]);
         let (gate_up, act) = (&mut s.gate_up[..m * 2 * inter], &mut s.act[..m * inter]);

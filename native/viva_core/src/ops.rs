@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
+use crate::attn;
 use crate::config::{ModelConfig, RopeScaling};
 use crate::quant::linear::dot_fp8_row;
 use crate::tensor::{DType, TensorView};
@@ -258,22 +259,74 @@ pub struct AttnShape {
     pub max_seq: usize,
 }
 
-pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scores: &mut [f32], out: &mut [f32]) {
-    let hd = s.head_dim;
-    let head = |(h, (o, sc)): (usize, (&mut [f32], &mut [f32]))| attend_head(s, h, &q[h * hd..(h + 1) * hd], k_cache, v_cache, pos + 1, sc, o);
-    if s.n_heads * (pos + 1) * hd < PARALLEL_MIN_WORK {
-        out.chunks_mut(hd).zip(scores.chunks_mut(s.max_seq)).enumerate().for_each(head);
+impl AttnShape {
+    pub fn of(cfg: &ModelConfig, max_seq: usize) -> Self {
+        AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim, max_seq }
+    }
+}
+
+/// Floats of scratch [`attention`] needs for `s` (scores and the per-piece partials).
+pub fn attention_scratch_len(s: &AttnShape) -> usize {
+    let pieces = s.max_seq.div_ceil(attn::CHUNK);
+    s.n_heads * pieces * attn::CHUNK + s.n_kv_heads * pieces * attn::partial_len(s.n_heads / s.n_kv_heads, s.head_dim)
+}
+
+/// `scratch`: at least [`attention_scratch_len`] floats.
+pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scratch: &mut [f32], out: &mut [f32]) {
+    let (hd, len) = (s.head_dim, pos + 1);
+    let g = s.n_heads / s.n_kv_heads;
+    let kv_dim = s.n_kv_heads * hd;
+    let pieces = len.div_ceil(attn::CHUNK);
+    let plen = attn::partial_len(g, hd);
+    if attn::available(hd) && scratch.len() >= attention_scratch_len(s) {
+        // (KV group, piece of the sequence) tasks, then one merge per group
+        let (sc, parts) = scratch.split_at_mut(s.n_heads * s.max_seq.div_ceil(attn::CHUNK) * attn::CHUNK);
+        let task = |(i, (sc, part)): (usize, (&mut [f32], &mut [f32]))| {
+            let (grp, piece) = (i / pieces, i % pieces);
+            let (t0, t1) = (piece * attn::CHUNK, ((piece + 1) * attn::CHUNK).min(len));
+            let qg = &q[grp * g * hd..(grp + 1) * g * hd];
+            attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, t0, t1, sc, part);
+        };
+        let tasks = sc.chunks_mut(g * attn::CHUNK).zip(parts.chunks_mut(plen)).take(s.n_kv_heads * pieces).enumerate();
+        if s.n_heads * len * hd < PARALLEL_MIN_WORK {
+            tasks.for_each(task);
+        } else {
+            tasks.collect::<Vec<_>>().into_par_iter().for_each(task);
+        }
+        for (grp, o) in out.chunks_mut(g * hd).enumerate() {
+            let group_parts: Vec<&[f32]> = (0..pieces).map(|p| &parts[(grp * pieces + p) * plen..(grp * pieces + p + 1) * plen]).collect();
+            attn::merge(&group_parts, g, hd, o);
+        }
+        return;
+    }
+    let head = |(h, (o, sc)): (usize, (&mut [f32], &mut [f32]))| attend_head(s, h, &q[h * hd..(h + 1) * hd], k_cache, v_cache, len, sc, o);
+    if s.n_heads * len * hd < PARALLEL_MIN_WORK {
+        out.chunks_mut(hd).zip(scratch.chunks_mut(s.max_seq)).enumerate().for_each(head);
     } else {
-        out.par_chunks_mut(hd).zip(scores.par_chunks_mut(s.max_seq)).enumerate().for_each(head);
+        out.par_chunks_mut(hd).zip(scratch.par_chunks_mut(s.max_seq)).enumerate().for_each(head);
     }
 }
 
 /// Causal attention of m consecutive query positions pos0..pos0+m (the prompt pass), each over
 /// the cached positions 0..=its own: q rows `q_stride` apart (head-major within a row), out
-/// (m, n_heads · head_dim). Split over (row, head) pairs.
+/// (m, n_heads · head_dim). Split over (row, KV group) pairs (grouped kernel) or (row, head).
 pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32], v_cache: &[f32], pos0: usize, out: &mut [f32]) {
     let hd = s.head_dim;
     let m = out.len() / (s.n_heads * hd);
+    let g = s.n_heads / s.n_kv_heads;
+    let kv_dim = s.n_kv_heads * hd;
+    if attn::available(hd) {
+        out.par_chunks_mut(g * hd).enumerate().for_each_init(
+            || (vec![0f32; g * (pos0 + m)], vec![0f32; attn::partial_len(g, hd)]),
+            |(sc, part), (i, o)| {
+                let (row, grp) = (i / s.n_kv_heads, i % s.n_kv_heads);
+                let qg = &q[row * q_stride + grp * g * hd..row * q_stride + (grp + 1) * g * hd];
+                attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, 0, pos0 + row + 1, sc, part);
+                attn::merge(&[&part[..]], g, hd, o);
+            },
+        );
+        return;
+    }
     out.par_chunks_mut(hd).enumerate().for_each_init(
         || vec![0f32; pos0 + m],
         |sc, (i, o)| {
@@ -292,10 +345,6 @@ fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[
     let kv_dim = s.n_kv_heads * hd;
     let off = (h / (s.n_heads / s.n_kv_heads)) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    if crate::simd::attend_head(qh, k_cache, v_cache, kv_dim, off, len, scale, sc, o) {
-        return;
-    }
-    // portable twin of simd::attend_head
     let sc = &mut sc[..len];
     for (t, st) in sc.iter_mut().enumerate() {
         *st = crate::simd::dot_f32(qh, &k_cache[t * kv_dim + off..t * kv_dim + off + hd]) * scale;
@@ -439,7 +488,7 @@ mod tests {
     /// any read past the causal limit shows.
     #[test]
     fn attention_matches_naive_reference() {
-        for (n_heads, n_kv_heads, head_dim, pos) in [(4, 2, 8, 5), (4, 4, 16, 0), (8, 2, 64, 299), (6, 6, 128, 200)] {
+        for (n_heads, n_kv_heads, head_dim, pos) in [(4, 2, 8, 5), (4, 4, 16, 0), (8, 2, 64, 299), (6, 6, 128, 200), (32, 4, 64, 999), (6, 2, 128, 700), (9, 3, 64, 2047)] {
             let s = AttnShape { n_heads, n_kv_heads, head_dim, max_seq: pos + 3 };
             let kv_dim = n_kv_heads * head_dim;
             let val = |i: usize, salt: usize| (((i * 7919 + salt) % 1009) as f32 / 1009.0 - 0.5) * 2.0;
@@ -448,7 +497,7 @@ mod tests {
             let mut v: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 3)).collect();
             k[(pos + 1) * kv_dim..].fill(f32::NAN);
             v[(pos + 1) * kv_dim..].fill(f32::NAN);
-            let mut scores = vec![0.0; n_heads * s.max_seq];
+            let mut scores = vec![0.0; attention_scratch_len(&s)];
             let mut out = vec![0.0; n_heads * head_dim];
             attention(&s, &q, &k, &v, pos, &mut scores, &mut out);
             let want = attention_naive(&s, &q, &k, &v, pos);
@@ -473,7 +522,7 @@ mod tests {
         v[(pos0 + m) * kv_dim..].fill(f32::NAN);
         let mut out = vec![0.0; m * q_dim];
         attention_rows(&s, &q, stride, &k, &v, pos0, &mut out);
-        let mut scores = vec![0.0; n_heads * s.max_seq];
+        let mut scores = vec![0.0; attention_scratch_len(&s)];
         for row in 0..m {
             let mut want = vec![0.0; q_dim];
             attention(&s, &q[row * stride..row * stride + q_dim], &k, &v, pos0 + row, &mut scores, &mut want);

@@ -404,82 +404,12 @@ unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) 
     sum
 }
 
-/// One query head's attention over `len` cached positions (see `ops::attend_head`, the
-/// portable twin): K/V rows `stride` floats apart, this head's slice at `off`; scores scratch
-/// `sc` (≥ len), output `o` (head_dim = qh.len()). Scores by 512-bit dots, softmax with a
-/// vector exp (`exp512`), P·V accumulated in registers and scaled by 1/Σ once. `false` (nothing
-/// written) unless AVX-512 is here and head_dim is 64 or 128.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_head(qh: &[f32], k: &[f32], v: &[f32], stride: usize, off: usize, len: usize, scale: f32, sc: &mut [f32], o: &mut [f32]) -> bool {
-    let hd = qh.len();
-    let end = (len.max(1) - 1) * stride + off + hd;
-    if !avx512() || !(hd == 64 || hd == 128) || o.len() != hd || len == 0 || sc.len() < len || k.len() < end || v.len() < end {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F present; every K/V read is row t < len at off..off+hd, inside the slices
-    // (checked above); scores stay below len ≤ sc.len().
-    unsafe {
-        if hd == 64 {
-            attend_avx512::<4>(qh, k, v, stride, off, len, scale, sc, o);
-        } else {
-            attend_avx512::<8>(qh, k, v, stride, off, len, scale, sc, o);
-        }
-        return true;
-    }
-    #[allow(unreachable_code)]
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx512<const V: usize>(qh: &[f32], k: &[f32], v: &[f32], stride: usize, off: usize, len: usize, scale: f32, sc: &mut [f32], o: &mut [f32]) {
-    let mut q = [_mm512_setzero_ps(); V];
-    for (i, qv) in q.iter_mut().enumerate() {
-        *qv = _mm512_loadu_ps(qh.as_ptr().add(16 * i));
-    }
-    let (kp, vp, sp) = (k.as_ptr().add(off), v.as_ptr().add(off), sc.as_mut_ptr());
-    let mut mx = f32::NEG_INFINITY;
-    for t in 0..len {
-        let row = kp.add(t * stride);
-        let mut a = _mm512_mul_ps(q[0], _mm512_loadu_ps(row));
-        for (i, qv) in q.iter().enumerate().skip(1) {
-            a = _mm512_fmadd_ps(*qv, _mm512_loadu_ps(row.add(16 * i)), a);
-        }
-        let s = _mm512_reduce_add_ps(a) * scale;
-        *sp.add(t) = s;
-        mx = mx.max(s);
-    }
-    // e = exp(s - max), Σe
-    let (m, mut sum) = (_mm512_set1_ps(mx), _mm512_setzero_ps());
-    let mut t = 0;
-    while t < len {
-        let mask: __mmask16 = if len - t >= 16 { 0xFFFF } else { (1u16 << (len - t)) - 1 };
-        let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sp.add(t)), m));
-        _mm512_mask_storeu_ps(sp.add(t), mask, e);
-        sum = _mm512_mask_add_ps(sum, mask, sum, e);
-        t += 16;
-    }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-    let mut acc = [_mm512_setzero_ps(); V];
-    for t in 0..len {
-        let (p, row) = (_mm512_set1_ps(*sp.add(t)), vp.add(t * stride));
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(row.add(16 * i)), *a);
-        }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(o.as_mut_ptr().add(16 * i), _mm512_mul_ps(*a, inv));
-    }
-}
-
 /// e^x for 16 lanes, x ≤ 0 (softmax after max subtraction; -inf/very negative give 0):
 /// x = n·ln2 + r with |r| ≤ ln2/2, e^r by the Cephes expf polynomial (≤ 2 ulp), times 2^n by
 /// `vscalefps` (which also underflows correctly).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn exp512(x: __m512) -> __m512 {
+pub(crate) unsafe fn exp512(x: __m512) -> __m512 {
     let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
