@@ -12,13 +12,15 @@
 //! band writes its rows of the transposed result (n × m), transposed back at the end.
 //!
 //! Numerics, by format:
-//! - `Native` and `Bf16`: f32 activations, weights expanded to f32 exactly, f32 FMA: the decode
-//!   GEMV's arithmetic in another summation order (HF parity; `Bf16` stays identical to `Native`
-//!   on a bf16 checkpoint).
-//! - `Fp8` on a CPU with AVX512_BF16: activations and dequantized weights (code · scale) rounded
-//!   to bf16 (nearest even), products accumulated in f32 by `vdpbf16ps`, twice the f32 FMA rate
-//!   (llama.cpp's BF16 path rounds activations the same way). Each rounding is ≤ 2^-9 relative,
-//!   16× below the E4M3 grid's own step. Elsewhere fp8 takes the f32 path.
+//! - Every format, by default: f32 activations, weights expanded to f32 exactly (fp8: code ·
+//!   scale, one rounding, as the decode dot), f32 FMA: the decode GEMV's arithmetic in another
+//!   summation order, so `generate` (batched prompt) and a `decode_step` loop give the same
+//!   tokens, `native` keeps HF parity and `bf16` stays identical to `native` on a bf16 checkpoint.
+//! - `Fp8` with `VIVA_PREFILL_BF16=1` on a CPU with AVX512_BF16 (opt-in): activations and
+//!   dequantized weights rounded to bf16 (nearest even), products accumulated in f32 by
+//!   `vdpbf16ps`, 2.7× the f32 FMA rate measured here (llama.cpp's BF16 path rounds activations
+//!   the same way). Each rounding is ≤ 2^-9 relative, 16× below the E4M3 grid's own step, but
+//!   enough to move a near-tie: the prompt's logits are no longer the decode step's.
 //!
 //! `linear_batch_ref` is the plain twin (f64 sums over `weight_at`); tests compare every kernel.
 use std::cell::RefCell;
@@ -48,15 +50,24 @@ pub enum Kernel {
     Bf16,
 }
 
-/// The kernel `linear_batch` uses for `w` on this CPU.
+/// The kernel `linear_batch` uses for `w` on this CPU: f32 FMA by default; fp8 takes the bf16
+/// kernel only when `VIVA_PREFILL_BF16=1` asks for it (see the module docs: faster, but the
+/// prompt's activations are then rounded to bf16, so `generate` can leave a token-by-token
+/// `decode_step` loop at a near-tie).
 pub fn kernel_for(w: &Linear) -> Kernel {
     if !crate::simd::avx512() {
         Kernel::Portable
-    } else if matches!(w, Linear::Fp8(_)) && crate::simd::avx512_bf16() {
+    } else if matches!(w, Linear::Fp8(_)) && crate::simd::avx512_bf16() && bf16_prefill_requested() {
         Kernel::Bf16
     } else {
         Kernel::F32
     }
+}
+
+/// `VIVA_PREFILL_BF16=1` in the environment (read once).
+pub fn bf16_prefill_requested() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VIVA_PREFILL_BF16").is_ok_and(|v| v == "1"))
 }
 
 /// Reusable buffers of one prompt pass's GEMMs (grown on demand, never shrunk).
@@ -230,6 +241,9 @@ fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
         }
         Linear::Fp8(p) => {
             let (codes, scales) = p.row(r);
+            if crate::simd::fp8_row_to_f32(codes, scales, p.block, dst) {
+                return;
+            }
             for (c, d) in dst.iter_mut().enumerate() {
                 *d = e4m3_decode(codes[c]) * scales[c / p.block];
             }

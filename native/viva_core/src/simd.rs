@@ -73,6 +73,42 @@ pub fn fp8_row_to_bf16(codes: &[u8], scales: &[f32], block: usize, dst: &mut [u1
     false
 }
 
+/// One fp8 row dequantized to f32 into `dst` (k = dst.len() values), exactly as
+/// `PackedFp8::get` (code value × scale, one rounding). `false` (dst untouched) without AVX-512.
+pub fn fp8_row_to_f32(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) -> bool {
+    let k = dst.len();
+    let ok = codes.len() >= k.div_ceil(16) * 16 && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
+    if !avx512() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F present; code loads stay below codes.len() (whole 16-vectors, checked
+    // above), stores below k, scale indexes below k.div_ceil(block).
+    unsafe {
+        fp8_row_to_f32_avx512(codes, scales, block, dst);
+        return true;
+    }
+    #[allow(unreachable_code)]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fp8_row_to_f32_avx512(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
+    let k = dst.len();
+    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() }; // as in dot_fp8_avx512
+    let mut j = 0;
+    while 16 * (j + 1) <= k {
+        // (value / 256) · (scale · 256): both factors exact, one rounding, = value · scale
+        let v = _mm512_mul_ps(load_e4m3(codes.as_ptr().add(16 * j)), scale16(scales, j >> shift));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(16 * j), v);
+        j += 1;
+    }
+    for c in 16 * j..k {
+        dst[c] = crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block];
+    }
+}
+
 /// The 16-wide part of [`f32_to_bf16`]; returns how many it converted.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2")]
@@ -550,6 +586,27 @@ mod tests {
             let mag: f32 = w.iter().zip(&x).map(|(&b, v)| (up(b) * v).abs()).sum();
             let got = dot_bf16_x3(&bytes[1..], &x3).ok_or_else(|| Error::Internal("no x3 dot".into()))?;
             assert!(close(got, want, mag), "k={k}: {got} vs {want}");
+        }
+        Ok(())
+    }
+
+    /// fp8 rows dequantized in registers equal PackedFp8::get bit for bit.
+    #[test]
+    fn fp8_row_to_f32_is_exact() -> Result<()> {
+        for k in [16usize, 37, 2048] {
+            let w: Vec<f32> = (0..2 * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
+            for b in [Blocking::DEFAULT, Blocking::new(128)?] {
+                let p = PackedFp8::prepack(&w, 2, k, b)?;
+                let (codes, scales) = p.row(1);
+                let mut got = vec![0f32; k];
+                if !fp8_row_to_f32(codes, scales, p.block, &mut got) {
+                    eprintln!("no AVX-512: skipped");
+                    return Ok(());
+                }
+                for (c, g) in got.iter().enumerate() {
+                    assert_eq!(g.to_bits(), p.get(1, c).to_bits(), "{b:?} k={k} col {c}");
+                }
+            }
         }
         Ok(())
     }
