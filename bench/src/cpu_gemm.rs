@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use viva_core::gemm::{kernel_for, linear_batch, GemmBuf};
+use viva_core::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
 use viva_core::ops;
 use viva_core::quant::fp8::Blocking;
 use viva_core::tensor::TensorView;
@@ -124,20 +124,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, n, k) in shapes {
         for (fname, format) in [("bf16", WeightFormat::Bf16), ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT))] {
             let w = weight(n, k, format)?;
-            let kernel = kernel_for(&w);
-            let peak = if format!("{kernel:?}") == "Bf16" { bf16_peak } else { fma_peak };
-            for m in [32usize, 512] {
-                let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
-                let mut out = vec![0.0; m * n];
-                linear_batch(&w, &x, m, &mut out, &mut buf); // warm-up
-                let reps = if m == 32 { 10 } else { 2 };
-                let t = Instant::now();
-                for _ in 0..reps {
-                    linear_batch(&w, &x, m, &mut out, &mut buf);
+            // the default kernel, and for fp8 also the opt-in bf16 one (VIVA_PREFILL_BF16=1)
+            let mut kernels = vec![(kernel_for(&w), "")];
+            if matches!(format, WeightFormat::Fp8(_)) && kernels[0].0 != Kernel::Bf16 {
+                kernels.push((Kernel::Bf16, " (opt-in)"));
+            }
+            for (kernel, tag) in kernels {
+                let peak = if kernel == Kernel::Bf16 { bf16_peak } else { fma_peak };
+                for m in [32usize, 512] {
+                    let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+                    let mut out = vec![0.0; m * n];
+                    linear_batch_with(kernel, &w, &x, m, &mut out, &mut buf); // warm-up
+                    let reps = if m == 32 { 10 } else { 2 };
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        linear_batch_with(kernel, &w, &x, m, &mut out, &mut buf);
+                    }
+                    let s = t.elapsed().as_secs_f64() / reps as f64;
+                    let gmacs = (m * n * k) as f64 / s / 1e9;
+                    table += &format!("| {name} ({n} × {k}) | {fname} | {kernel:?}{tag} | {m} | {:.2} | {gmacs:.1} | {:.0}% |\n", s * 1e3, 100.0 * gmacs * 1e9 / peak.max(1.0));
                 }
-                let s = t.elapsed().as_secs_f64() / reps as f64;
-                let gmacs = (m * n * k) as f64 / s / 1e9;
-                table += &format!("| {name} ({n} × {k}) | {fname} | {kernel:?} | {m} | {:.2} | {gmacs:.1} | {:.0}% |\n", s * 1e3, 100.0 * gmacs * 1e9 / peak.max(1.0));
             }
         }
     }
