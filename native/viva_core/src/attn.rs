@@ -67,15 +67,16 @@ pub fn group_chunk(q: &[f32], hd: usize, k: &[f32], v: &[f32], stride: usize, of
     false
 }
 
-/// Merges partials (each `partial_len(g, hd)`, in sequence order) of one group into `out`
-/// (g × hd): softmax over all pieces, P·V normalised once.
-pub fn merge(parts: &[&[f32]], g: usize, hd: usize, out: &mut [f32]) {
+/// Merges one group's partials (`parts`: pieces × `partial_len(g, hd)`, in sequence order) into
+/// `out` (g × hd): softmax over all pieces, P·V normalised once. No allocation.
+pub fn merge(parts: &[f32], g: usize, hd: usize, out: &mut [f32]) {
+    let plen = partial_len(g, hd);
     for h in 0..g {
-        let m = parts.iter().map(|p| p[g * hd + h]).fold(f32::NEG_INFINITY, f32::max);
+        let m = parts.chunks_exact(plen).map(|p| p[g * hd + h]).fold(f32::NEG_INFINITY, f32::max);
         let o = &mut out[h * hd..(h + 1) * hd];
         o.fill(0.0);
         let mut s = 0.0f32;
-        for p in parts {
+        for p in parts.chunks_exact(plen) {
             let w = (p[g * hd + h] - m).exp();
             s += w * p[g * hd + g + h];
             for (oi, &a) in o.iter_mut().zip(&p[h * hd..(h + 1) * hd]) {

@@ -287,15 +287,14 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
             let qg = &q[grp * g * hd..(grp + 1) * g * hd];
             attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, t0, t1, sc, part);
         };
-        let tasks = sc.chunks_mut(g * attn::CHUNK).zip(parts.chunks_mut(plen)).take(s.n_kv_heads * pieces).enumerate();
+        let n_tasks = s.n_kv_heads * pieces;
         if s.n_heads * len * hd < PARALLEL_MIN_WORK {
-            tasks.for_each(task);
+            sc.chunks_mut(g * attn::CHUNK).zip(parts.chunks_mut(plen)).take(n_tasks).enumerate().for_each(task);
         } else {
-            tasks.collect::<Vec<_>>().into_par_iter().for_each(task);
+            sc.par_chunks_mut(g * attn::CHUNK).zip(parts.par_chunks_mut(plen)).take(n_tasks).enumerate().for_each(task);
         }
         for (grp, o) in out.chunks_mut(g * hd).enumerate() {
-            let group_parts: Vec<&[f32]> = (0..pieces).map(|p| &parts[(grp * pieces + p) * plen..(grp * pieces + p + 1) * plen]).collect();
-            attn::merge(&group_parts, g, hd, o);
+            attn::merge(&parts[grp * pieces * plen..(grp + 1) * pieces * plen], g, hd, o);
         }
         return;
     }
@@ -322,7 +321,7 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
                 let (row, grp) = (i / s.n_kv_heads, i % s.n_kv_heads);
                 let qg = &q[row * q_stride + grp * g * hd..row * q_stride + (grp + 1) * g * hd];
                 attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, 0, pos0 + row + 1, sc, part);
-                attn::merge(&[&part[..]], g, hd, o);
+                attn::merge(part, g, hd, o);
             },
         );
         return;
