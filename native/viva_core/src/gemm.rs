@@ -4,8 +4,9 @@
 //! Shape of the work (outer-product form, so no horizontal sums): the activations are packed
 //! once per GEMM into panels of `NT` tokens, k-major (`[k][NT]` f32, or `[k/2][NT]` bf16 pairs),
 //! so one 512-bit load is 16 tokens' values at one k. W's rows are split into bands of
-//! `BAND_ROWS` (one rayon task each); a task expands its rows once into a thread-local buffer of
-//! the kernel's type (natural [row][k] layout: a copy/convert, no transpose), then for every
+//! `BAND_ROWS` (one rayon task each); a task expands its rows once into a thread-local f32 buffer
+//! (natural [row][k] layout: a copy/convert, no transpose; rounded to bf16 in one more pass for
+//! the bf16 kernel), then for every
 //! 12-row × 32-token tile keeps 24 accumulators (row r × 16 tokens) in registers for the whole
 //! k: per k step (one k in f32, a k pair in bf16) 2 panel loads, 12 broadcasts of a weight and
 //! 24 multiply-adds. Bytes from L2 per multiply-add stay ~7, well under its bandwidth. Each
@@ -28,6 +29,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::quant::fp8::e4m3_decode;
+use crate::tensor::TensorView;
 use crate::weights::Linear;
 
 /// Weight rows per micro-tile (each broadcast against the token panel).
@@ -112,32 +114,29 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
         let r0 = band * BAND_ROWS;
         let rows = out_t.len() / m_pad;
         let rows_pad = rows.div_ceil(RT) * RT;
-        match kernel {
-            Kernel::Bf16 => BAND_BF16.with(|b| {
-                let mut wb = b.borrow_mut();
-                wb.clear();
-                wb.resize(rows_pad * kp, 0);
-                for (i, dst) in wb.chunks_exact_mut(kp).take(rows).enumerate() {
-                    expand_row_bf16(w, r0 + i, &mut dst[..k]);
-                }
-                for_tiles(m_pad, rows, |rt, p, tile| {
-                    let panel = &pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT];
-                    tile_bf16(panel, &wb[rt * kp..(rt + RT) * kp], kp, tile)
-                }, out_t);
-            }),
-            _ => BAND_F32.with(|b| {
-                let mut wb = b.borrow_mut();
-                wb.clear();
-                wb.resize(rows_pad * kp, 0.0);
-                for (i, dst) in wb.chunks_exact_mut(kp).take(rows).enumerate() {
-                    expand_row_f32(w, r0 + i, &mut dst[..k]);
-                }
-                for_tiles(m_pad, rows, |rt, p, tile| {
-                    let panel = &pf[p * kp * NT..(p + 1) * kp * NT];
-                    tile_f32(kernel, panel, &wb[rt * kp..(rt + RT) * kp], kp, tile)
-                }, out_t);
-            }),
-        }
+        // the band's rows as exact f32, then (bf16 kernel) rounded to bf16 in one pass
+        BAND_F32.with(|bf| {
+            let mut wf = bf.borrow_mut();
+            wf.clear();
+            wf.resize(rows_pad * kp, 0.0);
+            for (i, dst) in wf.chunks_exact_mut(kp).take(rows).enumerate() {
+                expand_row_f32(w, r0 + i, &mut dst[..k]);
+            }
+            if kernel == Kernel::Bf16 {
+                BAND_BF16.with(|bb| {
+                    let mut wb = bb.borrow_mut();
+                    wb.resize(rows_pad * kp, 0);
+                    crate::simd::f32_to_bf16(&wf, &mut wb[..rows_pad * kp]);
+                    let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
+                        tile_bf16(&pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT], &wb[rt * kp..(rt + RT) * kp], kp, dst)
+                    };
+                    for_tiles(m_pad, rows, tile, out_t);
+                });
+            } else {
+                let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| tile_f32(kernel, &pf[p * kp * NT..(p + 1) * kp * NT], &wf[rt * kp..(rt + RT) * kp], kp, dst);
+                for_tiles(m_pad, rows, tile, out_t);
+            }
+        });
     });
     // (n, m_pad) → (m_pad, n), blocked (convert::transpose_into); the first m rows are `out`
     let transposed = if m == m_pad {
@@ -225,13 +224,8 @@ fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
     let k = dst.len();
     match w {
         Linear::Native(parts) => {
-            let mut r = r;
-            for p in parts {
-                if r < p.shape[0] {
-                    p.read_f32_into(r * k, dst);
-                    return;
-                }
-                r -= p.shape[0];
+            if let Some((p, r)) = native_row(parts, r) {
+                p.read_f32_into(r * k, dst);
             }
         }
         Linear::Bf16 { data, .. } => {
@@ -251,33 +245,22 @@ fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
     }
 }
 
-/// Row `r` of `w` rounded to bf16 bits (k values): fp8 in registers, the rest through f32.
-fn expand_row_bf16(w: &Linear, r: usize, dst: &mut [u16]) {
-    if let Linear::Fp8(p) = w {
-        let (codes, scales) = p.row(r);
-        if crate::simd::fp8_row_to_bf16(codes, scales, p.block, dst) {
-            return;
+/// Row `r` of a fused native linear: the part that holds it and the row inside that part.
+fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
+    let mut r = r;
+    for p in parts {
+        if r < p.shape[0] {
+            return Some((p, r));
         }
+        r -= p.shape[0];
     }
-    let mut row = vec![0f32; dst.len()];
-    expand_row_f32(w, r, &mut row);
-    crate::simd::f32_to_bf16(&row, dst);
+    None
 }
 
 /// Element (r, c) of `w` as f32, the way `expand_row_f32` reads it, one at a time.
 pub fn weight_at(w: &Linear, r: usize, c: usize) -> f32 {
     match w {
-        Linear::Native(parts) => {
-            let k = parts[0].shape[1];
-            let mut r = r;
-            for p in parts {
-                if r < p.shape[0] {
-                    return p.get_f32(r * k + c);
-                }
-                r -= p.shape[0];
-            }
-            f32::NAN
-        }
+        Linear::Native(parts) => native_row(parts, r).map_or(f32::NAN, |(p, r)| p.get_f32(r * p.shape[1] + c)),
         Linear::Bf16 { k, data, .. } => f32::from_bits((data[r * k + c] as u32) << 16),
         Linear::Fp8(p) => p.get(r, c),
     }

@@ -11,7 +11,6 @@ pub mod gemm;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llm;
-pub mod mem;
 pub mod model;
 pub mod ops;
 pub mod quant;

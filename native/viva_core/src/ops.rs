@@ -95,13 +95,21 @@ fn par_rows(out: &mut [f32], work: usize, row_dot: impl Fn(usize) -> f32 + Sync)
 
 /// `out = W x` for W [out.len(), x.len()] (HF layout), rows split across the rayon pool.
 pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
+    if w.dtype == DType::BF16 && with_x3(x, |x3| matvec_with(w, x, Some(x3), out)) {
+        return;
+    }
+    matvec_with(w, x, None, out)
+}
+
+/// [`matvec`] with x's three bf16 terms already split (`x3`, used by BF16 weights only).
+fn matvec_with(w: &TensorView, x: &[f32], x3: Option<&[u16]>, out: &mut [f32]) {
     debug_assert_eq!(w.numel(), out.len() * x.len());
     let row_bytes = x.len() * w.dtype.size();
     let (bytes, dtype) = (w.bytes(), w.dtype);
-    if dtype == DType::BF16 && with_x3(x, |x3| par_rows(out, w.numel(), |r| bf16_x3_row(&bytes[r * row_bytes..(r + 1) * row_bytes], x3, x))) {
-        return;
+    match (dtype, x3) {
+        (DType::BF16, Some(x3)) => bf16_rows_x3(bytes, x, x3, out),
+        _ => par_rows(out, w.numel(), |r| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x)),
     }
-    par_rows(out, w.numel(), |r| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x));
 }
 
 thread_local! {
@@ -111,7 +119,7 @@ thread_local! {
 
 /// Runs `f` with x split into three bf16 terms (simd::split_bf16x3) when AVX512_BF16 is here;
 /// `false` (f not run) otherwise. bf16 weights (native BF16 views and the Bf16 format alike, so
-/// the two stay identical) take this path.
+/// the two stay identical) take this path; x is split once per linear, not per fused part.
 fn with_x3(x: &[f32], f: impl FnOnce(&[u16])) -> bool {
     X3.with(|b| {
         let mut b = b.borrow_mut();
@@ -124,30 +132,44 @@ fn with_x3(x: &[f32], f: impl FnOnce(&[u16])) -> bool {
     })
 }
 
-/// One bf16 row (raw bytes) · x through the three-term dot, the f32 dot as fallback.
-#[inline]
-fn bf16_x3_row(row: &[u8], x3: &[u16], x: &[f32]) -> f32 {
-    crate::simd::dot_bf16_x3(row, x3).unwrap_or_else(|| dot_row(row, DType::BF16, x))
+/// `out = W x` for bf16 rows given as little-endian bytes (out.len() rows of 2·x.len() bytes),
+/// each through the three-term dot (the f32 dot as fallback).
+fn bf16_rows_x3(bytes: &[u8], x: &[f32], x3: &[u16], out: &mut [f32]) {
+    let row_bytes = 2 * x.len();
+    par_rows(out, out.len() * x.len(), |r| {
+        let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+        crate::simd::dot_bf16_x3(row, x3).unwrap_or_else(|| dot_row(row, DType::BF16, x))
+    });
+}
+
+/// The parts of a native linear one after another, stacked into `out`.
+fn native_parts(parts: &[TensorView], x: &[f32], x3: Option<&[u16]>, out: &mut [f32]) {
+    let mut off = 0;
+    for p in parts {
+        let n = p.shape[0];
+        matvec_with(p, x, x3, &mut out[off..off + n]);
+        off += n;
+    }
 }
 
 /// `out = W x` for a linear in any weight format; fused parts come out stacked in order.
 pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
     match w {
         Linear::Native(parts) => {
-            let mut off = 0;
-            for p in parts {
-                let n = p.shape[0];
-                matvec(p, x, &mut out[off..off + n]);
-                off += n;
+            let any_bf16 = parts.iter().any(|p| p.dtype == DType::BF16);
+            if !(any_bf16 && with_x3(x, |x3| native_parts(parts, x, Some(x3), out))) {
+                native_parts(parts, x, None, out);
             }
         }
-        Linear::Bf16 { n, k, data } => {
-            let k = *k;
-            let row = |r: usize| &data[r * k..(r + 1) * k];
-            if with_x3(x, |x3| par_rows(out, n * k, |r| crate::simd::u16_le_bytes(row(r)).and_then(|b| crate::simd::dot_bf16_x3(b, x3)).unwrap_or_else(|| dot_lanes_bf16(row(r), x)))) {
-                return;
+        Linear::Bf16 { k, data, .. } => {
+            let bytes = crate::simd::u16_le_bytes(data);
+            if let Some(bytes) = bytes {
+                if with_x3(x, |x3| bf16_rows_x3(bytes, x, x3, out)) {
+                    return;
+                }
             }
-            par_rows(out, n * k, |r| dot_lanes_bf16(row(r), x));
+            let k = *k;
+            par_rows(out, data.len(), |r| dot_lanes_bf16(&data[r * k..(r + 1) * k], x));
         }
         Linear::Fp8(p) => par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x)),
     }

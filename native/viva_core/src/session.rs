@@ -39,9 +39,7 @@ impl DecodeState {
     /// Runs `id` at position `pos` (≤ filled: stepping back rewrites the cache from there) and
     /// returns the next-token logits (vocab).
     pub fn step_at(&mut self, model: &Model, id: u32, pos: usize) -> Result<&[f32]> {
-        if model.config != self.config {
-            return Err(Error::InvalidOption { key: "kv_cache".into(), value: "sized for another model".into() });
-        }
+        self.check_model(model)?;
         if pos > self.filled {
             return Err(Error::InvalidOption { key: "pos".into(), value: format!("{pos} (filled up to {})", self.filled) });
         }
@@ -54,13 +52,19 @@ impl DecodeState {
         &self.scratch.logits
     }
 
-    /// Feeds `ids` at the next positions as batched GEMMs (`PREFILL_ROWS` at a time) and returns
-    /// the logits after the last one (vocab); the same cache contents and logits as stepping them
-    /// one by one, up to summation order (fp8: see gemm.rs).
-    pub fn prefill(&mut self, model: &Model, ids: &[u32]) -> Result<&[f32]> {
+    /// Stepping with another model's weights is refused.
+    fn check_model(&self, model: &Model) -> Result<()> {
         if model.config != self.config {
             return Err(Error::InvalidOption { key: "kv_cache".into(), value: "sized for another model".into() });
         }
+        Ok(())
+    }
+
+    /// Feeds `ids` at the next positions as batched GEMMs (`PREFILL_ROWS` at a time) and returns
+    /// the logits after the last one (vocab); the same cache contents and logits as stepping them
+    /// one by one, up to summation order (and the opt-in bf16 fp8 GEMM's roundings: gemm.rs).
+    pub fn prefill(&mut self, model: &Model, ids: &[u32]) -> Result<&[f32]> {
+        self.check_model(model)?;
         if self.filled + ids.len() > self.kv.max_seq {
             return Err(Error::ContextOverflow { needed: self.filled + ids.len(), max: self.kv.max_seq });
         }

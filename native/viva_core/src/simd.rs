@@ -54,31 +54,11 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// One fp8 row (see [`dot_fp8`] for `codes`/`scales`/`block`) dequantized and rounded to bf16
-/// bits into `dst` (k = dst.len() values). `false` (dst untouched) without AVX512_BF16.
-pub fn fp8_row_to_bf16(codes: &[u8], scales: &[f32], block: usize, dst: &mut [u16]) -> bool {
-    let k = dst.len();
-    let ok = codes.len() >= k.div_ceil(16) * 16 && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
-    if !avx512_bf16() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX512_BF16 is present; code loads stay below codes.len() (whole 16-vectors, checked
-    // above), stores below k, scale indexes below k.div_ceil(block).
-    unsafe {
-        fp8_row_to_bf16_avx512(codes, scales, block, dst);
-        return true;
-    }
-    #[allow(unreachable_code)]
-    false
-}
-
 /// One fp8 row dequantized to f32 into `dst` (k = dst.len() values), exactly as
 /// `PackedFp8::get` (code value × scale, one rounding). `false` (dst untouched) without AVX-512.
 pub fn fp8_row_to_f32(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) -> bool {
     let k = dst.len();
-    let ok = codes.len() >= k.div_ceil(16) * 16 && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
-    if !avx512() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
+    if !avx512() || !fp8_row_fits(codes.len(), scales.len(), block, k.div_ceil(16) * 16, k) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -96,7 +76,7 @@ pub fn fp8_row_to_f32(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn fp8_row_to_f32_avx512(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
     let k = dst.len();
-    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() }; // as in dot_fp8_avx512
+    let shift = scale_shift(block, k);
     let mut j = 0;
     while 16 * (j + 1) <= k {
         // (value / 256) · (scale · 256): both factors exact, one rounding, = value · scale
@@ -120,23 +100,6 @@ unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [u16]) -> usize {
         i += 16;
     }
     i
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn fp8_row_to_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, dst: &mut [u16]) {
-    let k = dst.len();
-    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() }; // as in dot_fp8_avx512
-    let mut j = 0;
-    while 16 * (j + 1) <= k {
-        let v = _mm512_mul_ps(load_e4m3(codes.as_ptr().add(16 * j)), scale16(scales, j >> shift));
-        let b = _mm512_cvtneps_pbh(v);
-        _mm256_storeu_si256(dst.as_mut_ptr().add(16 * j) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(b));
-        j += 1;
-    }
-    for c in 16 * j..k {
-        dst[c] = half::bf16::from_f32(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]).to_bits();
-    }
 }
 
 /// x split exactly into three bf16 terms, x = hi + mid + lo (8 significant bits each, 24 in
@@ -318,12 +281,27 @@ pub fn u16_le_bytes(v: &[u16]) -> Option<&[u8]> {
     Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) })
 }
 
+/// Whether one fp8 row (`codes`, `scales` long) with `block` codes per scale suits the AVX-512
+/// kernels for k values: at least `need` codes, a scale for every block, blocks that are whole
+/// 16-code vectors and (below k) a power of two of them, so vector j's scale is j >> shift.
+fn fp8_row_fits(codes: usize, scales: usize, block: usize, need: usize, k: usize) -> bool {
+    codes >= need && scales >= k.div_ceil(block).max(1) && block >= 16 && block % 16 == 0 && (block >= k || (block / 16).is_power_of_two())
+}
+
+/// The shift from a 16-code vector index to its scale index (31 when one block covers k).
+fn scale_shift(block: usize, k: usize) -> u32 {
+    if block >= k {
+        31
+    } else {
+        (block / 16).trailing_zeros()
+    }
+}
+
 /// Σ_j scale(j)·Σ_{c in vector j} decode(code_c)·x_c over one fp8 row (see quant/fp8.rs for the
 /// layout): `codes` ≥ k, `scales` the row's blocks_per_row scales, `block` codes per scale.
 pub fn dot_fp8(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> Option<f32> {
     let k = x.len();
-    let ok = codes.len() >= k && !scales.is_empty() && block >= 16 && block % 16 == 0 && scales.len() >= k.div_ceil(block);
-    if !avx512() || !ok || !(block >= k || (block / 16).is_power_of_two()) {
+    if !avx512() || !fp8_row_fits(codes.len(), scales.len(), block, k, k) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -409,9 +387,7 @@ unsafe fn scale1(scales: &[f32], b: usize) -> __m512 {
 unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, x: &[f32]) -> f32 {
     let k = x.len();
     let (cp, xp) = (codes.as_ptr(), x.as_ptr());
-    // vector j's scale is j / (block / 16): a shift (blocks are powers of two; a block ≥ k has
-    // one scale, index 0 for every j < k / 16)
-    let shift = if block >= k { 31 } else { (block / 16).trailing_zeros() };
+    let shift = scale_shift(block, k); // vector j's scale index: j >> shift
     let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
     let mut j = 0; // vector index
     while 16 * (j + 4) <= k {
@@ -458,28 +434,28 @@ pub(crate) unsafe fn exp512(x: __m512) -> __m512 {
     _mm512_scalef_ps(y, n)
 }
 
-/// [`exp512`] on a slice (for its test).
-pub fn exp_slice(x: &mut [f32]) -> bool {
-    if !avx512() || x.len() % 16 != 0 {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F present; whole 16-lane chunks of x.
-    unsafe {
-        for c in x.chunks_exact_mut(16) {
-            _mm512_storeu_ps(c.as_mut_ptr(), exp512(_mm512_loadu_ps(c.as_ptr())));
-        }
-        return true;
-    }
-    #[allow(unreachable_code)]
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::{Error, Result};
     use crate::quant::fp8::{Blocking, PackedFp8};
+
+    /// [`exp512`] on a slice (for its test).
+    fn exp_slice(x: &mut [f32]) -> bool {
+        if !avx512() || x.len() % 16 != 0 {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F present; whole 16-lane chunks of x.
+        unsafe {
+            for c in x.chunks_exact_mut(16) {
+                _mm512_storeu_ps(c.as_mut_ptr(), exp512(_mm512_loadu_ps(c.as_ptr())));
+            }
+            return true;
+        }
+        #[allow(unreachable_code)]
+        false
+    }
 
     /// Named tolerance: relative to Σ|w·x| (different summation order only).
     const RTOL: f32 = 1e-5;

@@ -48,7 +48,7 @@ impl Linear {
         Ok(match format {
             WeightFormat::Native => Linear::Native(parts.iter().map(|p| (*p).clone()).collect()),
             WeightFormat::Bf16 => {
-                let mut data = crate::mem::huge_vec_with_capacity(n * k);
+                let mut data = Vec::with_capacity(n * k);
                 for p in parts {
                     extend_bf16(&mut data, p);
                 }

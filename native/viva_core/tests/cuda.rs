@@ -2,7 +2,9 @@
 //! VIVA_CUDA_TESTS=1 a missing GPU fails instead of skipping). Greedy tokens must be equal for
 //! every fixture and weight format; logits within named tolerances; the GPU top-k equals the
 //! CPU's; prefill (GEMMs) equals token-by-token decode on the GPU.
-use std::path::PathBuf;
+mod common;
+
+use common::fixture;
 
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
 use viva_core::quant::fp8::Blocking;
@@ -15,12 +17,6 @@ const LOGIT_RTOL: f32 = 1e-4;
 /// The GPU prefill's GEMMs see activations split into two 16-bit halves (~16 bits kept).
 const PREFILL_ATOL: f32 = 2e-3;
 
-fn fixture(name: &str) -> PathBuf {
-    std::env::var_os("VIVA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
-        .join(name)
-}
 
 fn gpu_or_skip() -> bool {
     let info = viva_core::backend::info();

@@ -1,6 +1,8 @@
 //! The engine against Hugging Face transformers (fp32) on the checked-in fixtures
 //! (test/fixtures/make_fixtures.py): tokenizer ids, last-token logits, 20 greedy tokens, text.
-use std::path::PathBuf;
+mod common;
+
+use common::fixtures_dir;
 
 use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
 use viva_core::weights::WeightFormat;
@@ -12,11 +14,6 @@ const LOGIT_ATOL: f32 = 1e-4;
 const LOGIT_RTOL: f32 = 1e-5;
 const FIXTURES: [&str; 3] = ["tiny_gqa", "tiny_tied_llama3", "tiny_mha_sharded"];
 
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("VIVA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
-}
 
 struct Expected {
     prompt: String,

@@ -1,17 +1,14 @@
 //! Llm::load / generate behaviour beyond HF parity: options, limits, num_layers, concurrency,
 //! damaged checkpoints (made by copying a fixture into a temp dir).
+mod common;
+
+use common::fixture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
 use viva_core::Error;
 
-fn fixture(name: &str) -> PathBuf {
-    std::env::var_os("VIVA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
-        .join(name)
-}
 
 fn load(name: &str) -> Llm {
     Llm::load(&fixture(name), &LoadOptions::default()).expect("fixture loads")

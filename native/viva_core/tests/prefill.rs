@@ -1,7 +1,9 @@
 //! The batched prompt pass (Model::forward_batch via DecodeState::prefill, GEMMs in gemm.rs)
 //! against the token-by-token decode step it replaces, on the HF fixtures in every weight format:
 //! the logits after the prompt, the KV cache it leaves, and the greedy continuation.
-use std::path::PathBuf;
+mod common;
+
+use common::fixture;
 
 use viva_core::llm::{Device, Llm, LoadOptions};
 use viva_core::quant::fp8::Blocking;
@@ -19,12 +21,6 @@ const F32_RTOL: f32 = 1e-5;
 /// (≈1e-2 of the largest |logit|) on the three fixtures.
 const FP8_ATOL: f32 = 5e-2;
 
-fn fixture(name: &str) -> PathBuf {
-    std::env::var_os("VIVA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
-        .join(name)
-}
 
 fn load(name: &str, weights: WeightFormat) -> Llm {
     Llm::load(&fixture(name), &LoadOptions { weights, device: Device::Cpu, ..Default::default() }).expect("fixture loads")

@@ -225,8 +225,8 @@ impl PackedFp8 {
         let block = blocking.block_len(k)?;
         let row_stride = k.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let blocks_per_row = k.div_ceil(block);
-        let mut codes: Vec<u8> = crate::mem::huge_vec(n * row_stride); // (n, row_stride), tail stays 0
-        let mut scales: Vec<f32> = crate::mem::huge_vec(n * blocks_per_row); // (n, blocks_per_row)
+        let mut codes = vec![0u8; n * row_stride]; // (n, row_stride), tail stays 0
+        let mut scales = vec![0f32; n * blocks_per_row]; // (n, blocks_per_row)
         // rows are independent: quantize them across the rayon pool
         codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).zip(w.par_chunks(k)).for_each(
             |((row_codes, row_scales), row)| quantize_row(row, row_codes, row_scales, block),
