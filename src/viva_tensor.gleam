@@ -53,6 +53,15 @@ pub type BlockSize {
   PerChannel
 }
 
+/// What the CPU linears multiply.
+pub type Activations {
+  /// f32 activations times the exact weights (the default): `Native` weights give HF's greedy output.
+  F32Activations
+  /// Inputs and weights rounded to bf16, sums in f32 (as llama.cpp's BF16 path): about 2x the
+  /// prompt rate on AVX512_BF16 CPUs; a greedy token can change at a near-tie.
+  Bf16Activations
+}
+
 /// Options for `load_model_with`; start from `default_load_opts()`.
 pub type LoadOpts {
   LoadOpts(
@@ -61,6 +70,7 @@ pub type LoadOpts {
     device: Device,
     weights: Weights,
     block_size: BlockSize,
+    activations: Activations,
   )
 }
 
@@ -142,7 +152,8 @@ pub fn default_generate_opts() -> GenerateOpts {
   )
 }
 
-/// All layers, the tokenizer found beside the weights, device `Auto`, FP8 weights in blocks of 16.
+/// All layers, the tokenizer found beside the weights, device `Auto`, FP8 weights in blocks of
+/// 16, f32 activations.
 pub fn default_load_opts() -> LoadOpts {
   LoadOpts(
     num_layers: AllLayers,
@@ -150,6 +161,7 @@ pub fn default_load_opts() -> LoadOpts {
     device: Auto,
     weights: Fp8,
     block_size: Block(16),
+    activations: F32Activations,
   )
 }
 

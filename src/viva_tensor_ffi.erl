@@ -14,13 +14,14 @@ backend_info() ->
 load_model(Path) ->
     reason(viva_tensor_llm:load(Path)).
 
-%% {load_opts, NumLayers, TokenizerPath, Device, Weights, BlockSize}
-load_model_with(Path, {load_opts, NumLayers, TokenizerPath, Device, Weights, BlockSize}) ->
+%% {load_opts, NumLayers, TokenizerPath, Device, Weights, BlockSize, Activations}
+load_model_with(Path, {load_opts, NumLayers, TokenizerPath, Device, Weights, BlockSize, Activations}) ->
     Opts = #{num_layers => case NumLayers of all_layers -> all; {layers, N} -> N end,
              tokenizer_path => case TokenizerPath of auto_tokenizer -> auto; {tokenizer_file, P} -> P end,
              device => Device,
              weights => Weights,
-             block_size => case BlockSize of per_channel -> per_channel; {block, B} -> B end},
+             block_size => case BlockSize of per_channel -> per_channel; {block, B} -> B end,
+             activations => case Activations of f32_activations -> f32; bf16_activations -> bf16 end},
     reason(viva_tensor_llm:load(Path, Opts)).
 
 %% {generate_opts, MaxNewTokens, Temperature, TopK, TopP, Seed, StopOnEos}

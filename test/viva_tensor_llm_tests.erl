@@ -350,7 +350,9 @@ weight_formats(_Ctx) ->
          {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), O),
          ?assertMatch({ok, #{tokens := [First]}}, viva_tensor_llm:generate(M, Prompt, Greedy#{max_new_tokens => 1}))
      end || O <- [#{}, #{weights => fp8}, #{block_size => 32}, #{weights => fp8, block_size => 128},
-                  #{block_size => per_channel, weights => fp8}]].
+                  #{block_size => per_channel, weights => fp8}, #{activations => f32},
+                  #{activations => bf16}, #{weights => bf16, activations => bf16},
+                  #{weights => native, activations => bf16}]].
 
 bad_load_options(Ctx) ->
     Dir = ?S:fixture("tiny_gqa"),
@@ -358,7 +360,8 @@ bad_load_options(Ctx) ->
            {tokenizer_path, [42, <<>>, "", [foo], true]},
            {device, [gpu, "cpu", <<"cpu">>, 0]},
            {weights, [fp16, "fp8", int8, 8]},
-           {block_size, [0, 8, 48, 256, "16", per_row]}],
+           {block_size, [0, 8, 48, 256, "16", per_row]},
+           {activations, [f16, fp32, "bf16", <<"f32">>, 16]}],
     [?assertEqual({error, {invalid_option, K, V}}, load(Dir, #{K => V}))
      || {K, Vs} <- Bad, V <- Vs],
     ?assertEqual({error, {invalid_option, bogus, 1}}, load(Dir, #{bogus => 1})),

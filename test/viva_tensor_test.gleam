@@ -1,8 +1,9 @@
 //// Gleam API tests against the HF fixtures (test/fixtures). Run by `gleam test`.
 
 import viva_tensor.{
-  type Error, type GenerateResult, type Model, ContextOverflow, FileNotFound,
-  GenerateOpts, InvalidOption, InvalidUtf8, Layers, LoadOpts, Native, TopK,
+  type Error, type GenerateResult, type Model, Bf16Activations, ContextOverflow,
+  FileNotFound, GenerateOpts, InvalidOption, InvalidUtf8, Layers, LoadOpts, Native,
+  TopK,
 }
 import viva_tensor/low_level.{Bias, MaxSeq, NoBias, Tensor}
 import viva_tensor/safetensors
@@ -18,6 +19,7 @@ pub fn main() -> Nil {
     #("seeded sampling is reproducible", seeded_sampling),
     #("load options reach the engine", load_opts),
     #("fp8 (the default) follows HF on the first token", fp8_default),
+    #("bf16 activations follow HF on the first token", bf16_activations),
     #("a low-level decode_step loop gives generate's tokens", decode_loop),
     #("fp8 prepack + linear shapes and errors", fp8_linear),
     #("safetensors header and tokenizer helpers", helpers),
@@ -202,6 +204,25 @@ fn fp8_default() -> Result(Nil, String) {
       }
     }
     Error(_) -> Error("load_model failed")
+  }
+}
+
+fn bf16_activations() -> Result(Nil, String) {
+  let opts =
+    LoadOpts(
+      ..viva_tensor.default_load_opts(),
+      weights: Native,
+      activations: Bf16Activations,
+    )
+  case viva_tensor.load_model_with(fixture("tiny_gqa"), opts) {
+    Ok(model) -> {
+      use r <- try(gen(model, expected_prompt("tiny_gqa"), greedy_opts(1)))
+      case r.tokens == first(expected_greedy("tiny_gqa")) {
+        True -> Ok(Nil)
+        False -> Error("bf16-activation first token differs from HF")
+      }
+    }
+    Error(_) -> Error("load_model_with (bf16 activations) failed")
   }
 }
 

@@ -61,6 +61,16 @@ defmodule VivaTest do
                fixture("tiny_gqa") |> Viva.load_model!(num_layers: 1) |> Viva.model_info()
     end
 
+    test "activations: :bf16 loads and follows HF on the first token", ctx do
+      e = ctx.expected["tiny_gqa"]
+
+      for weights <- [:native, :bf16, :fp8] do
+        model = Viva.load_model!(fixture("tiny_gqa"), weights: weights, activations: :bf16)
+        assert %{tokens: [first]} = Viva.generate!(model, e["prompt"], Map.new(@greedy) |> Map.put(:max_new_tokens, 1))
+        assert first == hd(e["greedy_tokens"]), "#{weights}"
+      end
+    end
+
     test "model_info/1 reports the config", ctx do
       assert {:ok, info} = Viva.model_info(ctx.models["tiny_mha_sharded"])
       assert info.num_attention_heads == info.num_key_value_heads
@@ -168,6 +178,7 @@ defmodule VivaTest do
       assert Viva.load_model(fixture("tiny_gqa"), device: :gpu) == {:error, {:invalid_option, :device, :gpu}}
       assert Viva.load_model(fixture("tiny_gqa"), tokenizer_path: 42) == {:error, {:invalid_option, :tokenizer_path, 42}}
       assert Viva.load_model(fixture("tiny_gqa"), bogus: true) == {:error, {:invalid_option, :bogus, true}}
+      assert Viva.load_model(fixture("tiny_gqa"), activations: :f16) == {:error, {:invalid_option, :activations, :f16}}
 
       error = assert_raise Viva.Error, fn -> Viva.generate!(m, "hi", top_p: 2.0) end
       assert error.reason == {:invalid_option, :top_p, 2.0}

@@ -14,7 +14,7 @@ use viva_core::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
 use viva_core::ops;
 use viva_core::quant::fp8::Blocking;
 use viva_core::tensor::TensorView;
-use viva_core::weights::{Linear, WeightFormat};
+use viva_core::weights::{Activations, Linear, WeightFormat};
 
 fn sh(cmd: &str) -> String {
     Command::new("sh").arg("-c").arg(cmd).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
@@ -124,12 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, n, k) in shapes {
         for (fname, format) in [("bf16", WeightFormat::Bf16), ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT))] {
             let w = weight(n, k, format)?;
-            // the default kernel, and for fp8 also the opt-in bf16 one (VIVA_PREFILL_BF16=1)
-            let mut kernels = vec![(kernel_for(&w), "")];
-            if matches!(format, WeightFormat::Fp8(_)) && kernels[0].0 != Kernel::Bf16 {
-                kernels.push((Kernel::Bf16, " (opt-in)"));
-            }
-            for (kernel, tag) in kernels {
+            // the kernel of each `activations` setting: f32 (default) and bf16
+            for (kernel, tag) in [(kernel_for(Activations::F32), " (activations f32)"), (kernel_for(Activations::Bf16), " (activations bf16)")] {
                 let peak = if kernel == Kernel::Bf16 { bf16_peak } else { fma_peak };
                 for m in [32usize, 512] {
                     let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
@@ -148,9 +144,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let bw = read_bandwidth();
-    table += &format!("\n| decode GEMV (n × k), from DRAM | format | MB read | ms | GB/s | % of read bandwidth ({:.1} GB/s) |\n|---|---|---|---|---|---|\n", bw / 1e9);
+    table += &format!("\n| decode GEMV (n × k), from DRAM | format | activations | MB read | ms | GB/s | % of read bandwidth ({:.1} GB/s) |\n|---|---|---|---|---|---|---|\n", bw / 1e9);
+    let gemv_cases = [
+        ("bf16", WeightFormat::Bf16, Activations::F32),
+        ("bf16", WeightFormat::Bf16, Activations::Bf16),
+        ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT), Activations::F32),
+        ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT), Activations::Bf16),
+        ("fp8 b128", WeightFormat::Fp8(Blocking::new(128)?), Activations::F32),
+    ];
     for (name, n, k) in shapes {
-        for (fname, format) in [("bf16", WeightFormat::Bf16), ("fp8 b16", WeightFormat::Fp8(Blocking::DEFAULT)), ("fp8 b128", WeightFormat::Fp8(Blocking::new(128)?))] {
+        for (fname, format, act) in gemv_cases {
             // copies totalling ≥ 256 MB, walked in turn: every call streams from DRAM as in decode
             let first = weight(n, k, format)?;
             let copies = (256e6 / first.nbytes() as f64).ceil() as usize;
@@ -161,15 +164,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let w = &ws[0];
             let x: Vec<f32> = (0..k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
             let mut out = vec![0.0; n];
-            ws.iter().for_each(|w| ops::linear(w, &x, &mut out)); // warm-up
+            ws.iter().for_each(|w| ops::linear(w, &x, &mut out, act)); // warm-up
             let reps = 2 * copies;
             let t = Instant::now();
             for i in 0..reps {
-                ops::linear(&ws[i % copies], &x, &mut out);
+                ops::linear(&ws[i % copies], &x, &mut out, act);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let gbs = w.nbytes() as f64 / s / 1e9;
-            table += &format!("| {name} ({n} × {k}) | {fname} | {:.1} | {:.3} | {gbs:.1} | {:.0}% |\n", w.nbytes() as f64 / 1e6, s * 1e3, 100.0 * gbs * 1e9 / bw);
+            table += &format!("| {name} ({n} × {k}) | {fname} | {act:?} | {:.1} | {:.3} | {gbs:.1} | {:.0}% |\n", w.nbytes() as f64 / 1e6, s * 1e3, 100.0 * gbs * 1e9 / bw);
         }
     }
     // decode attention over a 2000-position cache (ops::attention, grouped flash-decoding kernel)

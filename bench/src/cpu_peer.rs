@@ -1,7 +1,7 @@
 //! Our side of the llama.cpp peer benchmark (issue 5): the same four measurements as
 //! bench/peer/llama_cpp_bench.py, on our engine through viva_core's public API. Prints JSON.
 //!
-//! cargo run --release -p viva_bench --bin cpu_peer -- MODEL.gguf fp8|fp8-b<block>|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S] [--load-only]
+//! cargo run --release -p viva_bench --bin cpu_peer -- MODEL.gguf fp8|fp8-b<block>|bf16 [--runs N] [--ctx N] [--budget-s S] [--fill-budget-s S] [--activations f32|bf16] [--load-only]
 //! (`--load-only`: load, greedy-generate 4 tokens, print config and tokens: the loader check.)
 //!
 //! - decode: 16-token prompt, then 64 greedy steps; tok/s = 1000 / `ms_per_token` (mean interval
@@ -24,7 +24,7 @@ use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
 use viva_core::model::Scratch;
 use viva_core::quant::fp8::Blocking;
 use viva_core::sampling::Sampler;
-use viva_core::weights::WeightFormat;
+use viva_core::weights::{Activations, WeightFormat};
 
 const DECODE_PROMPT: usize = 16;
 const DECODE_STEPS: usize = 64;
@@ -76,9 +76,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx: usize = arg(&args, "--ctx", 2000)?;
     let budget_s: f64 = arg(&args, "--budget-s", 30.0)?;
     let fill_budget_s: f64 = arg(&args, "--fill-budget-s", 60.0)?;
+    let activations = match arg(&args, "--activations", "f32".to_string())?.as_str() {
+        "f32" => Activations::F32,
+        "bf16" => Activations::Bf16,
+        other => return Err(format!("--activations {other:?}: f32 or bf16").into()),
+    };
 
     let t = Instant::now();
-    let llm = Llm::load(&PathBuf::from(path), &LoadOptions { weights, device: Device::Cpu, ..Default::default() })?;
+    let llm = Llm::load(&PathBuf::from(path), &LoadOptions { weights, activations, device: Device::Cpu, ..Default::default() })?;
     let load_s = t.elapsed().as_secs_f64();
     let cfg = &llm.config;
     let ids = |n| peer_ids(n, cfg.vocab_size, cfg.bos_token_id.unwrap_or(1));
@@ -130,6 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = json!({
         "engine": "viva_tensor",
         "model": path,
+        "activations": format!("{activations:?}").to_lowercase(),
         "weights": match weights { WeightFormat::Bf16 => "bf16".to_string(), w => format!("{w:?}") },
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "load_s": load_s,

@@ -12,16 +12,14 @@
 //! 24 multiply-adds. Bytes from L2 per multiply-add stay ~7, well under its bandwidth. Each
 //! band writes its rows of the transposed result (n × m), transposed back at the end.
 //!
-//! Numerics, by format:
-//! - Every format, by default: f32 activations, weights expanded to f32 exactly (fp8: code ·
-//!   scale, one rounding, as the decode dot), f32 FMA: the decode GEMV's arithmetic in another
-//!   summation order, so `generate` (batched prompt) and a `decode_step` loop give the same
-//!   tokens, `native` keeps HF parity and `bf16` stays identical to `native` on a bf16 checkpoint.
-//! - `Fp8` with `VIVA_PREFILL_BF16=1` on a CPU with AVX512_BF16 (opt-in): activations and
-//!   dequantized weights rounded to bf16 (nearest even), products accumulated in f32 by
-//!   `vdpbf16ps`, 2.7× the f32 FMA rate measured here (llama.cpp's BF16 path rounds activations
-//!   the same way). Each rounding is ≤ 2^-9 relative, 16× below the E4M3 grid's own step, but
-//!   enough to move a near-tie: the prompt's logits are no longer the decode step's.
+//! Numerics follow the model's [`Activations`]:
+//! - `F32` (default): f32 activations, weights expanded to f32 exactly (fp8: code · scale, one
+//!   rounding, as the decode dot), f32 FMA: the decode GEMV's arithmetic in another summation
+//!   order, so `generate` (batched prompt) and a `decode_step` loop give the same tokens,
+//!   `native` keeps HF parity and `bf16` stays identical to `native` on a bf16 checkpoint.
+//! - `Bf16`: activations and expanded weights rounded to bf16 (nearest even), products summed
+//!   in f32 by `vdpbf16ps` (2.7× the f32 FMA rate measured here); the decode GEMV makes the
+//!   same products (ops::linear). Without AVX512_BF16 the f32 tiles run on the rounded values.
 //!
 //! `linear_batch_ref` is the plain twin (f64 sums over `weight_at`); tests compare every kernel.
 use std::cell::RefCell;
@@ -30,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::quant::fp8::e4m3_decode;
 use crate::tensor::TensorView;
-use crate::weights::Linear;
+use crate::weights::{Activations, Linear};
 
 /// Weight rows per micro-tile (each broadcast against the token panel).
 const RT: usize = 12;
@@ -48,28 +46,18 @@ pub enum Kernel {
     Portable,
     /// AVX-512F f32 FMA.
     F32,
-    /// AVX512_BF16 `vdpbf16ps` on bf16-rounded activations and weights (fp8 only).
+    /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
+    /// without AVX512_BF16, the f32 tiles on the same rounded values.
     Bf16,
 }
 
-/// The kernel `linear_batch` uses for `w` on this CPU: f32 FMA by default; fp8 takes the bf16
-/// kernel only when `VIVA_PREFILL_BF16=1` asks for it (see the module docs: faster, but the
-/// prompt's activations are then rounded to bf16, so `generate` can leave a token-by-token
-/// `decode_step` loop at a near-tie).
-pub fn kernel_for(w: &Linear) -> Kernel {
-    if !crate::simd::avx512() {
-        Kernel::Portable
-    } else if matches!(w, Linear::Fp8(_)) && crate::simd::avx512_bf16() && bf16_prefill_requested() {
-        Kernel::Bf16
-    } else {
-        Kernel::F32
+/// The kernel `linear_batch` uses under `act` on this CPU.
+pub fn kernel_for(act: Activations) -> Kernel {
+    match act {
+        Activations::Bf16 => Kernel::Bf16,
+        Activations::F32 if crate::simd::avx512() => Kernel::F32,
+        Activations::F32 => Kernel::Portable,
     }
-}
-
-/// `VIVA_PREFILL_BF16=1` in the environment (read once).
-pub fn bf16_prefill_requested() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("VIVA_PREFILL_BF16").is_ok_and(|v| v == "1"))
 }
 
 /// Reusable buffers of one prompt pass's GEMMs (grown on demand, never shrunk).
@@ -87,27 +75,29 @@ thread_local! {
     static BAND_BF16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out (m × n) = x (m × k) · Wᵀ` with the kernel `kernel_for(w)`.
-pub fn linear_batch(w: &Linear, x: &[f32], m: usize, out: &mut [f32], buf: &mut GemmBuf) {
-    linear_batch_with(kernel_for(w), w, x, m, out, buf)
+/// `out (m × n) = x (m × k) · Wᵀ` with the kernel `kernel_for(act)`.
+pub fn linear_batch(w: &Linear, x: &[f32], m: usize, out: &mut [f32], buf: &mut GemmBuf, act: Activations) {
+    linear_batch_with(kernel_for(act), w, x, m, out, buf)
 }
 
-/// [`linear_batch`] with a chosen kernel (tests run each one). `Kernel::Bf16` needs
-/// AVX512_BF16 and `F32` AVX-512F: without them the portable kernel runs instead.
+/// [`linear_batch`] with a chosen kernel (tests run each one). `F32` needs AVX-512F (else the
+/// portable tiles run); `Bf16` without AVX512_BF16 rounds the operands and runs the f32 tiles.
 pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &mut [f32], buf: &mut GemmBuf) {
     let (n, k) = w.shape();
     assert!(x.len() == m * k && out.len() == m * n, "linear_batch: x {} / out {} for m {m}, n {n}, k {k}", x.len(), out.len());
-    let kernel = match kernel {
-        Kernel::Bf16 if !crate::simd::avx512_bf16() => Kernel::Portable,
-        Kernel::F32 if !crate::simd::avx512() => Kernel::Portable,
-        k => k,
+    // `round`: bf16 numerics on the f32 tiles
+    let f32_tiles = if crate::simd::avx512() { Kernel::F32 } else { Kernel::Portable };
+    let (kernel, round) = match kernel {
+        Kernel::Bf16 if !crate::simd::avx512_bf16() => (f32_tiles, true),
+        Kernel::F32 => (f32_tiles, false),
+        k => (k, false),
     };
     if m == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(K_ALIGN) * K_ALIGN;
     let m_pad = m.div_ceil(NT) * NT;
-    pack_activations(kernel, x, m, k, kp, buf);
+    pack_activations(kernel, round, x, m, k, kp, buf);
     buf.out_t.resize(n * m_pad, 0.0);
     let (pf, pb) = (&buf.panels_f32[..], &buf.panels_bf16[..]);
     buf.out_t[..n * m_pad].par_chunks_mut(BAND_ROWS * m_pad).enumerate().for_each(|(band, out_t)| {
@@ -121,6 +111,9 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
             wf.resize(rows_pad * kp, 0.0);
             for (i, dst) in wf.chunks_exact_mut(kp).take(rows).enumerate() {
                 expand_row_f32(w, r0 + i, &mut dst[..k]);
+                if round {
+                    dst[..k].iter_mut().for_each(|v| *v = crate::simd::bf16_round(*v));
+                }
             }
             if kernel == Kernel::Bf16 {
                 BAND_BF16.with(|bb| {
@@ -154,8 +147,9 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
 const PACK_COLS: usize = 256;
 
 /// x (m × k) → k-major panels of NT tokens (zero rows past m, zero columns past k), in the
-/// kernel's activation type; split over (panel, column range) tasks.
-fn pack_activations(kernel: Kernel, x: &[f32], m: usize, k: usize, kp: usize, buf: &mut GemmBuf) {
+/// kernel's activation type (`round`: f32 panels of bf16-rounded values); split over
+/// (panel, column range) tasks.
+fn pack_activations(kernel: Kernel, round: bool, x: &[f32], m: usize, k: usize, kp: usize, buf: &mut GemmBuf) {
     let m_pad = m.div_ceil(NT) * NT;
     // task i: panel i / per_panel, columns c0..c1 of it
     let per_panel = kp.div_ceil(PACK_COLS);
@@ -186,7 +180,7 @@ fn pack_activations(kernel: Kernel, x: &[f32], m: usize, k: usize, kp: usize, bu
             let (c0, c1) = cols(i);
             for t in tokens(i) {
                 for (c, &v) in (c0..c1.min(k)).zip(&x[t * k + c0.min(k)..t * k + c1.min(k)]) {
-                    dst[(c - c0) * NT + t % NT] = v;
+                    dst[(c - c0) * NT + t % NT] = if round { crate::simd::bf16_round(v) } else { v };
                 }
             }
         });
@@ -220,7 +214,7 @@ fn for_tiles(m_pad: usize, rows: usize, mut tile: impl FnMut(usize, usize, &mut 
 }
 
 /// Row `r` of `w` as exact f32 (k values).
-fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
+pub(crate) fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
     let k = dst.len();
     match w {
         Linear::Native(parts) => {
@@ -246,7 +240,7 @@ fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
 }
 
 /// Row `r` of a fused native linear: the part that holds it and the row inside that part.
-fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
+pub(crate) fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
     let mut r = r;
     for p in parts {
         if r < p.shape[0] {
@@ -266,16 +260,11 @@ pub fn weight_at(w: &Linear, r: usize, c: usize) -> f32 {
     }
 }
 
-/// Reference twin of [`linear_batch`]: every output an f64 sum of `weight_at · x`, one thread.
-pub fn linear_batch_ref(w: &Linear, x: &[f32], m: usize) -> Vec<f32> {
-    let (n, k) = w.shape();
-    let mut out = vec![0f32; m * n];
-    for t in 0..m {
-        for r in 0..n {
-            out[t * n + r] = (0..k).map(|c| weight_at(w, r, c) as f64 * x[t * k + c] as f64).sum::<f64>() as f32;
-        }
-    }
-    out
+/// Reference twin of [`linear_batch`]: each token's row through `ops::linear_ref` (f64 sums,
+/// factors rounded to bf16 under `Activations::Bf16`), one thread.
+pub fn linear_batch_ref(w: &Linear, x: &[f32], m: usize, act: Activations) -> Vec<f32> {
+    let k = w.shape().1;
+    (0..m).flat_map(|t| crate::ops::linear_ref(w, &x[t * k..(t + 1) * k], act)).collect()
 }
 
 /// One f32 tile: dst[r][t] = w[r] · x[t] for RT rows of `w` (kp apart) and the NT tokens of
@@ -397,36 +386,28 @@ mod tests {
         Ok(out)
     }
 
-    /// Each kernel against the f64 twin on ragged shapes (m, n, k not multiples of the tiles).
-    /// Named tolerances, relative to Σ|w·x| of the output: f32 kernels 1e-5 (summation order);
-    /// the bf16 kernel 2^-7 (activation and weight each rounded to bf16, ≤ 2^-9 relative).
+    /// Each kernel against the f64 twin of its numerics on ragged shapes (m, n, k not multiples
+    /// of the tiles), every weight format: tolerance 1e-5 of Σ|w·x| (summation order only; the
+    /// bf16 kernel against "round both factors to bf16, sum the products").
     #[test]
     fn every_kernel_matches_the_reference_on_ragged_shapes() -> Result<()> {
-        let kernels: Vec<Kernel> = [Kernel::Portable, Kernel::F32, Kernel::Bf16]
+        let kernels: Vec<(Kernel, Activations)> = [(Kernel::Portable, Activations::F32), (Kernel::F32, Activations::F32), (Kernel::Bf16, Activations::Bf16)]
             .into_iter()
-            .filter(|k| match k {
-                Kernel::Portable => true,
-                Kernel::F32 => crate::simd::avx512(),
-                Kernel::Bf16 => crate::simd::avx512_bf16(),
-            })
+            .filter(|(k, _)| *k != Kernel::F32 || crate::simd::avx512())
             .collect();
         let mut buf = GemmBuf::default();
         for (m, n, k) in [(1, 1, 16), (3, 5, 48), (4, 16, 64), (5, 17, 70), (9, 33, 256), (17, 40, 100)] {
             let x = values(m * k, 3);
             for (name, w) in linears(n, k)? {
-                let want = linear_batch_ref(&w, &x, m);
-                for &kernel in &kernels {
-                    if kernel == Kernel::Bf16 && !matches!(w, Linear::Fp8(_)) && n > 20 {
-                        continue; // bf16 is fp8's kernel; checked on the other formats on small shapes only
-                    }
+                for &(kernel, act) in &kernels {
+                    let want = linear_batch_ref(&w, &x, m, act);
                     let mut got = vec![f32::NAN; m * n];
                     linear_batch_with(kernel, &w, &x, m, &mut got, &mut buf);
-                    let tol = if kernel == Kernel::Bf16 { 1.0 / 128.0 } else { 1e-5 };
                     for t in 0..m {
                         for r in 0..n {
                             let mag: f64 = (0..k).map(|c| (weight_at(&w, r, c) as f64 * x[t * k + c] as f64).abs()).sum();
                             let (g, e) = (got[t * n + r], want[t * n + r]);
-                            assert!(((g - e).abs() as f64) <= tol * mag + 1e-30, "{name} {kernel:?} m{m} n{n} k{k} [{t},{r}]: {g} vs {e}");
+                            assert!(((g - e).abs() as f64) <= 1e-5 * mag + 1e-30, "{name} {kernel:?} m{m} n{n} k{k} [{t},{r}]: {g} vs {e}");
                         }
                     }
                 }
@@ -435,25 +416,22 @@ mod tests {
         Ok(())
     }
 
-    /// The bf16 kernel on fp8 weights is exactly "round both to bf16, sum products in f32":
-    /// checked against that rule computed in f64 (tolerance 1e-5 of Σ|w·x|: summation order).
+    /// The decode GEMV (ops::linear, m = 1) makes the GEMM's products under both numerics:
+    /// against the same twin, every format, odd k.
     #[test]
-    fn bf16_kernel_rounds_both_factors_to_bf16_and_nothing_else() -> Result<()> {
-        if !crate::simd::avx512_bf16() {
-            eprintln!("no AVX512_BF16: skipped");
-            return Ok(());
-        }
-        let (m, n, k) = (6, 10, 96);
-        let x = values(m * k, 5);
-        let w = Linear::fuse(&[&view("w", DType::F32, vec![n, k], &values(n * k, 6))], WeightFormat::default())?;
-        let mut got = vec![0.0; m * n];
-        linear_batch_with(Kernel::Bf16, &w, &x, m, &mut got, &mut GemmBuf::default());
-        let rb = |v: f32| half::bf16::from_f32(v).to_f32() as f64;
-        for t in 0..m {
-            for r in 0..n {
-                let want: f64 = (0..k).map(|c| rb(weight_at(&w, r, c)) * rb(x[t * k + c])).sum();
-                let mag: f64 = (0..k).map(|c| (rb(weight_at(&w, r, c)) * rb(x[t * k + c])).abs()).sum();
-                assert!((got[t * n + r] as f64 - want).abs() <= 1e-5 * mag, "[{t},{r}] {} vs {want}", got[t * n + r]);
+    fn decode_gemv_matches_the_reference_under_both_numerics() -> Result<()> {
+        for (n, k) in [(5, 48), (33, 70), (40, 256), (8, 2048 + 16)] {
+            let x = values(k, 4);
+            for (name, w) in linears(n, k)? {
+                for act in [Activations::F32, Activations::Bf16] {
+                    let want = crate::ops::linear_ref(&w, &x, act);
+                    let mut got = vec![f32::NAN; n];
+                    crate::ops::linear(&w, &x, &mut got, act);
+                    for r in 0..n {
+                        let mag: f64 = (0..k).map(|c| (weight_at(&w, r, c) as f64 * x[c] as f64).abs()).sum();
+                        assert!(((got[r] - want[r]).abs() as f64) <= 1e-5 * mag + 1e-30, "{name} {act:?} n{n} k{k} row {r}: {} vs {}", got[r], want[r]);
+                    }
+                }
             }
         }
         Ok(())

@@ -11,7 +11,7 @@ use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
 use crate::session::Session;
 use crate::tokenizer::{Detokenizer, Tokenizer};
-use crate::weights::WeightFormat;
+use crate::weights::{Activations, WeightFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -30,6 +30,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// fp8 block 16 by default; `Native` keeps the checkpoint's dtype (the HF-parity path).
     pub weights: WeightFormat,
+    /// What the CPU linears multiply: f32 (exact, the default) or bf16 (faster; see [`Activations`]).
+    pub activations: Activations,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,9 +224,10 @@ impl Llm {
             WeightFormat::Fp8(_) if use_cuda => WeightFormat::Native,
             w => w,
         };
-        let model = Model::new(&ckpt, config.clone(), host_format, &mut |l| {
+        let mut model = Model::new(&ckpt, config.clone(), host_format, &mut |l| {
             progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
         })?;
+        model.activations = opts.activations;
         #[cfg(feature = "cuda")]
         let cuda = if use_cuda {
             let m = crate::backend::cuda::model::CudaModel::upload(&model, opts.weights)?;

@@ -6,7 +6,7 @@ use crate::gemm::{linear_batch, GemmBuf};
 use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
-use crate::weights::{Embedding, Linear, WeightFormat};
+use crate::weights::{Activations, Embedding, Linear, WeightFormat};
 
 pub struct Layer {
     pub attn_norm: Vec<f32>, // (hidden)
@@ -20,6 +20,8 @@ pub struct Layer {
 pub struct Model {
     pub config: ModelConfig,
     pub format: WeightFormat,
+    /// What the CPU linears multiply (the `activations` load option); F32 unless set.
+    pub activations: Activations,
     pub embed: Embedding,   // (vocab, hidden)
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,     // (hidden)
@@ -136,7 +138,7 @@ impl Model {
         let lm_head = Linear::fuse(&[head_t], format)?;
         let embed = Embedding::new(embed_t, format);
         let inv_freq = ops::rope_inv_freq(&config);
-        Ok(Model { config, format, embed, layers, norm, lm_head, inv_freq })
+        Ok(Model { config, format, activations: Activations::F32, embed, layers, norm, lm_head, inv_freq })
     }
 
     /// Bytes of weights one decode step reads (every linear once, plus one embedding row).
@@ -170,7 +172,7 @@ impl Model {
             let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, c.rms_norm_eps);
-            ops::linear(&layer.qkv, &s.xb, &mut s.qkv);
+            ops::linear(&layer.qkv, &s.xb, &mut s.qkv, self.activations);
             let (q, kv_new) = s.qkv.split_at_mut(q_dim);
             let k_row = &mut k_cache[pos * kv_dim..(pos + 1) * kv_dim];
             k_row.copy_from_slice(&kv_new[..kv_dim]);
@@ -178,20 +180,20 @@ impl Model {
             ops::apply_rope(q, hd, &s.cos, &s.sin);
             ops::apply_rope(k_row, hd, &s.cos, &s.sin);
             ops::attention(&shape, q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
-            ops::linear(&layer.wo, &s.attn, &mut s.xb);
+            ops::linear(&layer.wo, &s.attn, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
 
             // MLP block: x += down(silu(gate(n)) * up(n)), n = rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.mlp_norm, c.rms_norm_eps);
-            ops::linear(&layer.gate_up, &s.xb, &mut s.gate_up);
+            ops::linear(&layer.gate_up, &s.xb, &mut s.gate_up, self.activations);
             let (gate, up) = s.gate_up.split_at_mut(inter);
             gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = ops::silu(*g) * u);
-            ops::linear(&layer.down, gate, &mut s.xb);
+            ops::linear(&layer.down, gate, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
         }
 
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
-        ops::linear(&self.lm_head, &s.xb, &mut s.logits);
+        ops::linear(&self.lm_head, &s.xb, &mut s.logits, self.activations);
         Ok(&s.logits)
     }
 
@@ -235,7 +237,7 @@ impl Model {
             let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x), every row
             norm_rows(xb, x, &layer.attn_norm);
-            linear_batch(&layer.qkv, xb, m, qkv, &mut s.gemm);
+            linear_batch(&layer.qkv, xb, m, qkv, &mut s.gemm, self.activations);
             for (i, row) in qkv.chunks_exact_mut(qkv_dim).enumerate() {
                 let (cos, sin) = (&s.cos[i * half..(i + 1) * half], &s.sin[i * half..(i + 1) * half]);
                 let (q, kv_new) = row.split_at_mut(q_dim);
@@ -246,26 +248,26 @@ impl Model {
                 v_cache[p * kv_dim..(p + 1) * kv_dim].copy_from_slice(&kv_new[kv_dim..]);
             }
             ops::attention_rows(&shape, qkv, qkv_dim, k_cache, v_cache, pos0, attn);
-            linear_batch(&layer.wo, attn, m, xb, &mut s.gemm);
+            linear_batch(&layer.wo, attn, m, xb, &mut s.gemm, self.activations);
             add_rows(x, xb);
 
             // MLP block: x += down(silu(gate(n)) * up(n)), n = rmsnorm(x), every row
             norm_rows(xb, x, &layer.mlp_norm);
-            linear_batch(&layer.gate_up, xb, m, gate_up, &mut s.gemm);
+            linear_batch(&layer.gate_up, xb, m, gate_up, &mut s.gemm, self.activations);
             for (a, gu) in act.chunks_exact_mut(inter).zip(gate_up.chunks_exact(2 * inter)) {
                 let (g, u) = gu.split_at(inter);
                 for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
                     *a = ops::silu(g) * u;
                 }
             }
-            linear_batch(&layer.down, act, m, xb, &mut s.gemm);
+            linear_batch(&layer.down, act, m, xb, &mut s.gemm, self.activations);
             add_rows(x, xb);
         }
 
         // only the last row's logits are needed: one GEMV
         let last = &x[(m - 1) * h..];
         ops::rmsnorm(&mut xb[..h], last, &self.norm, c.rms_norm_eps);
-        ops::linear(&self.lm_head, &xb[..h], logits);
+        ops::linear(&self.lm_head, &xb[..h], logits, self.activations);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::attn;
 use crate::config::{ModelConfig, RopeScaling};
 use crate::quant::linear::dot_fp8_row;
 use crate::tensor::{DType, TensorView};
-use crate::weights::Linear;
+use crate::weights::{Activations, Linear};
 
 /// Output rows per rayon task: big enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 32;
@@ -113,15 +113,16 @@ fn matvec_with(w: &TensorView, x: &[f32], x3: Option<&[u16]>, out: &mut [f32]) {
 }
 
 thread_local! {
-    /// The calling thread's x split into bf16 terms (3k), reused across calls: no allocation per token.
-    static X3: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calling thread's x as bf16 terms (3k exact split, or k rounded), reused across calls:
+    /// no allocation per token.
+    static XT: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with x split into three bf16 terms (simd::split_bf16x3) when AVX512_BF16 is here;
 /// `false` (f not run) otherwise. bf16 weights (native BF16 views and the Bf16 format alike, so
 /// the two stay identical) take this path; x is split once per linear, not per fused part.
 fn with_x3(x: &[f32], f: impl FnOnce(&[u16])) -> bool {
-    X3.with(|b| {
+    XT.with(|b| {
         let mut b = b.borrow_mut();
         b.resize(3 * x.len(), 0);
         if !crate::simd::split_bf16x3(x, &mut b) {
@@ -138,7 +139,7 @@ fn bf16_rows_x3(bytes: &[u8], x: &[f32], x3: &[u16], out: &mut [f32]) {
     let row_bytes = 2 * x.len();
     par_rows(out, out.len() * x.len(), |r| {
         let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
-        crate::simd::dot_bf16_x3(row, x3).unwrap_or_else(|| dot_row(row, DType::BF16, x))
+        crate::simd::dot_bf16_terms(row, x3, 3).unwrap_or_else(|| dot_row(row, DType::BF16, x))
     });
 }
 
@@ -152,8 +153,12 @@ fn native_parts(parts: &[TensorView], x: &[f32], x3: Option<&[u16]>, out: &mut [
     }
 }
 
-/// `out = W x` for a linear in any weight format; fused parts come out stacked in order.
-pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
+/// `out = W x` for a linear in any weight format, with the model's [`Activations`]; fused
+/// parts come out stacked in order.
+pub fn linear(w: &Linear, x: &[f32], out: &mut [f32], act: Activations) {
+    if act == Activations::Bf16 {
+        return linear_bf16(w, x, out);
+    }
     match w {
         Linear::Native(parts) => {
             let any_bf16 = parts.iter().any(|p| p.dtype == DType::BF16);
@@ -173,6 +178,69 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32]) {
         }
         Linear::Fp8(p) => par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x)),
     }
+}
+
+/// [`linear`] under `Activations::Bf16`: x rounded to bf16 once, then every row
+/// Σ bf16(w)·bf16(x) summed in f32 — one `vdpbf16ps` per 32 bf16 weights; fp8 dequantized and
+/// rounded in registers; other rows (f16/f32 natives, CPUs without AVX512_BF16) through the
+/// expanded row (`bf16_row_dot`).
+fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
+    let (n, k) = w.shape();
+    debug_assert_eq!((out.len(), x.len()), (n, k));
+    XT.with(|b| {
+        let mut xb = b.borrow_mut();
+        xb.resize(k, 0);
+        crate::simd::f32_to_bf16(x, &mut xb);
+        let xb = &xb[..];
+        par_rows(out, n * k, |r| {
+            let fast = match w {
+                Linear::Bf16 { data, .. } => crate::simd::u16_le_bytes(&data[r * k..(r + 1) * k]).and_then(|row| crate::simd::dot_bf16_terms(row, xb, 1)),
+                Linear::Native(parts) => match crate::gemm::native_row(parts, r) {
+                    Some((p, pr)) if p.dtype == DType::BF16 => crate::simd::dot_bf16_terms(&p.bytes()[pr * 2 * k..(pr + 1) * 2 * k], xb, 1),
+                    _ => None,
+                },
+                Linear::Fp8(p) => {
+                    let (codes, scales) = p.row(r);
+                    crate::simd::dot_fp8_bf16(codes, scales, p.block, xb)
+                }
+            };
+            fast.unwrap_or_else(|| bf16_row_dot(w, r, xb))
+        });
+    });
+}
+
+thread_local! {
+    /// One expanded weight row (k) for [`bf16_row_dot`].
+    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Row `r` of `w` expanded exactly (gemm's expansion), each weight rounded to bf16, dotted with
+/// `xb` (x as bf16) in 8 f32 lanes: the portable form of the bf16-activation products.
+fn bf16_row_dot(w: &Linear, r: usize, xb: &[u16]) -> f32 {
+    ROW.with(|b| {
+        let mut row = b.borrow_mut();
+        row.resize(xb.len(), 0.0);
+        crate::gemm::expand_row_f32(w, r, &mut row);
+        const L: usize = 8;
+        let mut acc = [0f32; L];
+        let up = |b: u16| f32::from_bits((b as u32) << 16);
+        let (mut wc, mut xc) = (row.chunks_exact(L), xb.chunks_exact(L));
+        for (ws, xs) in (&mut wc).zip(&mut xc) {
+            for l in 0..L {
+                acc[l] += crate::simd::bf16_round(ws[l]) * up(xs[l]);
+            }
+        }
+        let tail: f32 = wc.remainder().iter().zip(xc.remainder()).map(|(&w, &x)| crate::simd::bf16_round(w) * up(x)).sum();
+        acc.iter().sum::<f32>() + tail
+    })
+}
+
+/// Reference twin of [`linear`]: one thread, f64 sums of `gemm::weight_at · x`, both factors
+/// rounded to bf16 first under `Activations::Bf16`.
+pub fn linear_ref(w: &Linear, x: &[f32], act: Activations) -> Vec<f32> {
+    let (n, k) = w.shape();
+    let r = |v: f32| if act == Activations::Bf16 { crate::simd::bf16_round(v) } else { v };
+    (0..n).map(|row| (0..k).map(|c| r(crate::gemm::weight_at(w, row, c)) as f64 * r(x[c]) as f64).sum::<f64>() as f32).collect()
 }
 
 /// bf16 bits · x: AVX-512 when present, else 8 lanes (see `dot_lanes`).

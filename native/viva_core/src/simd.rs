@@ -39,8 +39,9 @@ pub fn avx512_bf16() -> bool {
     false
 }
 
-/// `dst[i]` = bf16 bits of `src[i]`, round to nearest even (as `half::bf16::from_f32` for
-/// normal numbers; `vcvtneps2bf16` reads f32 subnormals as 0). dst.len() = src.len().
+/// `dst[i]` = bf16 bits of `src[i]`, round to nearest even ([`bf16_round`]: as
+/// `half::bf16::from_f32`, but f32 subnormals become 0, as `vcvtneps2bf16` reads them), on
+/// every path. dst.len() = src.len().
 pub fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
@@ -50,7 +51,7 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
         i = unsafe { f32_to_bf16_avx512(&src[..n], &mut dst[..n]) };
     }
     for j in i..n {
-        dst[j] = half::bf16::from_f32(src[j]).to_bits();
+        dst[j] = half::bf16::from_f32(bf16_round(src[j])).to_bits();
     }
 }
 
@@ -150,56 +151,116 @@ unsafe fn split_bf16x3_avx512(x: &[f32], hi: &mut [u16], mid: &mut [u16], lo: &m
 }
 
 /// Σ w[i]·x[i] for a bf16 row (`row`: 2k little-endian bytes, any alignment) against x given as
-/// its three bf16 terms (`x3` from [`split_bf16x3`], 3k): three `vdpbf16ps` per 32 weights.
-/// Same products as the f32 dot (exact), summed in another order. `None` without AVX512_BF16.
-pub fn dot_bf16_x3(row: &[u8], x3: &[u16]) -> Option<f32> {
-    let k = x3.len() / 3;
-    if !avx512_bf16() || row.len() < 2 * k || x3.len() != 3 * k {
+/// `terms` bf16 vectors of k (`xt` = [t0 | t1 | ..], terms·k): 3 from [`split_bf16x3`] (exact
+/// f32 x: the products are the f32 dot's, summed in another order), or 1, x rounded to bf16
+/// (`Activations::Bf16`). One `vdpbf16ps` per term per 32 weights. `None` without AVX512_BF16
+/// or for another number of terms.
+pub fn dot_bf16_terms(row: &[u8], xt: &[u16], terms: usize) -> Option<f32> {
+    let k = xt.len() / terms.max(1);
+    if !avx512_bf16() || row.len() < 2 * k || xt.len() != terms * k {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX512_BF16 present; loads stay below 2k bytes of row and k u16 of each term.
-    return Some(unsafe { dot_bf16_x3_avx512(row.as_ptr(), x3, k) });
+    return match terms {
+        1 => Some(unsafe { dot_bf16_terms_avx512::<1>(row.as_ptr(), xt, k) }),
+        3 => Some(unsafe { dot_bf16_terms_avx512::<3>(row.as_ptr(), xt, k) }),
+        _ => None,
+    };
     #[allow(unreachable_code)]
     None
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn dot_bf16_x3_avx512(row: *const u8, x3: &[u16], k: usize) -> f32 {
+unsafe fn dot_bf16_terms_avx512<const T: usize>(row: *const u8, xt: &[u16], k: usize) -> f32 {
     let ld = |p: *const u16| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(p as *const __m512i)) };
-    let (h, m, l) = (x3.as_ptr(), x3.as_ptr().add(k), x3.as_ptr().add(2 * k));
+    let x = |t: usize| xt.as_ptr().add(t * k);
     let w16 = row as *const u16;
-    let mut acc = [_mm512_setzero_ps(); 6];
+    // two independent chains per term (64 weights per step) hide vdpbf16ps' latency
+    let mut acc = [[_mm512_setzero_ps(); 2]; T];
     let mut i = 0;
     while i + 64 <= k {
         _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
         _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD + 64) as *const i8, _MM_HINT_T0);
         let (w0, w1) = (ld(w16.add(i)), ld(w16.add(i + 32)));
-        acc[0] = _mm512_dpbf16_ps(acc[0], w0, ld(h.add(i)));
-        acc[1] = _mm512_dpbf16_ps(acc[1], w0, ld(m.add(i)));
-        acc[2] = _mm512_dpbf16_ps(acc[2], w0, ld(l.add(i)));
-        acc[3] = _mm512_dpbf16_ps(acc[3], w1, ld(h.add(i + 32)));
-        acc[4] = _mm512_dpbf16_ps(acc[4], w1, ld(m.add(i + 32)));
-        acc[5] = _mm512_dpbf16_ps(acc[5], w1, ld(l.add(i + 32)));
+        for (t, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_dpbf16_ps(a[0], w0, ld(x(t).add(i)));
+            a[1] = _mm512_dpbf16_ps(a[1], w1, ld(x(t).add(i + 32)));
+        }
         i += 64;
     }
     while i + 32 <= k {
         let w0 = ld(w16.add(i));
-        acc[0] = _mm512_dpbf16_ps(acc[0], w0, ld(h.add(i)));
-        acc[1] = _mm512_dpbf16_ps(acc[1], w0, ld(m.add(i)));
-        acc[2] = _mm512_dpbf16_ps(acc[2], w0, ld(l.add(i)));
+        for (t, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_dpbf16_ps(a[0], w0, ld(x(t).add(i)));
+        }
         i += 32;
     }
-    let s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[3]), _mm512_add_ps(acc[1], acc[4])), _mm512_add_ps(acc[2], acc[5]));
+    let mut s = _mm512_setzero_ps();
+    for a in &acc {
+        s = _mm512_add_ps(s, _mm512_add_ps(a[0], a[1]));
+    }
     let mut sum = _mm512_reduce_add_ps(s);
     let up = |b: u16| f32::from_bits((b as u32) << 16);
     while i < k {
         let w = up(std::ptr::read_unaligned(w16.add(i)));
-        sum += w * (up(*h.add(i)) + up(*m.add(i)) + up(*l.add(i)));
+        sum += w * (0..T).map(|t| up(*x(t).add(i))).sum::<f32>();
         i += 1;
     }
     sum
+}
+
+/// Σ bf16(w[c])·x[c] for an fp8 row (`Activations::Bf16`): each weight dequantized exactly as
+/// `PackedFp8::get`, rounded to bf16 (nearest even), multiplied with x given as bf16 (`xb`, k)
+/// in `vdpbf16ps`: the products of gemm's bf16 kernel, so decode and prefill agree. `None`
+/// without AVX512_BF16 or when the slices are short.
+pub fn dot_fp8_bf16(codes: &[u8], scales: &[f32], block: usize, xb: &[u16]) -> Option<f32> {
+    let k = xb.len();
+    if !avx512_bf16() || !fp8_row_fits(codes.len(), scales.len(), block, k, k) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512_BF16/F present; code and x loads are whole 16-vectors below k ≤
+    // codes.len() (checked above), scale indexes below k.div_ceil(block).
+    return Some(unsafe { dot_fp8_bf16_avx512(codes, scales, block, xb) });
+    #[allow(unreachable_code)]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn dot_fp8_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, xb: &[u16]) -> f32 {
+    let k = xb.len();
+    let shift = scale_shift(block, k);
+    let (cp, xp) = (codes.as_ptr(), xb.as_ptr());
+    // 16 weights of vector j as exact f32 (value/256 · scale·256, as fp8_row_to_f32)
+    let w = |j: usize| _mm512_mul_ps(load_e4m3(cp.add(16 * j)), scale16(scales, j >> shift));
+    let ldx = |i: usize| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(xp.add(i) as *const __m512i)) };
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut j = 0; // 16-code vector index
+    while 16 * (j + 4) <= k {
+        _mm_prefetch(cp.wrapping_add(16 * j + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        a0 = _mm512_dpbf16_ps(a0, _mm512_cvtne2ps_pbh(w(j + 1), w(j)), ldx(16 * j));
+        a1 = _mm512_dpbf16_ps(a1, _mm512_cvtne2ps_pbh(w(j + 3), w(j + 2)), ldx(16 * j + 32));
+        j += 4;
+    }
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    let up = |b: u16| f32::from_bits((b as u32) << 16);
+    for c in 16 * j..k {
+        sum += bf16_round(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]) * up(xb[c]);
+    }
+    sum
+}
+
+/// `v` rounded to bf16 (nearest even) as f32, as `vcvtneps2bf16` does it: f32 subnormals
+/// become (signed) zero. The scalar twin of the bf16 paths' rounding.
+#[inline]
+pub fn bf16_round(v: f32) -> f32 {
+    if v.is_subnormal() {
+        return f32::from_bits(v.to_bits() & 0x8000_0000);
+    }
+    half::bf16::from_f32(v).to_f32()
 }
 
 /// Σ a[i]·b[i] (attention's q·k), AVX-512 with a portable 16-lane fallback.
@@ -560,8 +621,48 @@ mod tests {
             bytes.extend(w.iter().flat_map(|b| b.to_le_bytes()));
             let want: f32 = w.iter().zip(&x).map(|(&b, v)| up(b) * v).sum();
             let mag: f32 = w.iter().zip(&x).map(|(&b, v)| (up(b) * v).abs()).sum();
-            let got = dot_bf16_x3(&bytes[1..], &x3).ok_or_else(|| Error::Internal("no x3 dot".into()))?;
+            let got = dot_bf16_terms(&bytes[1..], &x3, 3).ok_or_else(|| Error::Internal("no x3 dot".into()))?;
             assert!(close(got, want, mag), "k={k}: {got} vs {want}");
+        }
+        Ok(())
+    }
+
+    /// The bf16-activation dots (one term; fp8 rounded to bf16) against their scalar twin:
+    /// Σ bf16_round(w)·bf16_round(x) in f64.
+    #[test]
+    fn bf16_activation_dots_match_the_rounded_products() -> Result<()> {
+        if !avx512_bf16() {
+            eprintln!("no AVX512_BF16: skipped");
+            return Ok(());
+        }
+        for k in [16usize, 37, 64, 100, 2048, 5632 + 7] {
+            let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0 * (1.0 + i as f32 * 1e-3)).collect();
+            let mut xb = vec![0u16; k];
+            f32_to_bf16(&x, &mut xb);
+            let xr: Vec<f64> = xb.iter().map(|&b| f32::from_bits((b as u32) << 16) as f64).collect();
+            for (j, (&b, &v)) in xb.iter().zip(&x).enumerate() {
+                assert_eq!(f32::from_bits((b as u32) << 16), bf16_round(v), "x[{j}]");
+            }
+            // bf16 weights
+            let w: Vec<u16> = (0..k).map(|i| half::bf16::from_f32(((i * 53 % 97) as f32 - 48.0) / 77.0).to_bits()).collect();
+            let bytes: Vec<u8> = w.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let want: f64 = w.iter().zip(&xr).map(|(&b, v)| f32::from_bits((b as u32) << 16) as f64 * v).sum();
+            let mag: f64 = w.iter().zip(&xr).map(|(&b, v)| (f32::from_bits((b as u32) << 16) as f64 * v).abs()).sum();
+            let got = dot_bf16_terms(&bytes, &xb, 1).ok_or_else(|| Error::Internal("no bf16 dot".into()))?;
+            assert!(close(got, want as f32, mag as f32), "bf16 k={k}: {got} vs {want}");
+            // fp8 weights, every blocking
+            let wf: Vec<f32> = (0..2 * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
+            for b in [Blocking::DEFAULT, Blocking::new(128)?, Blocking::PerChannel] {
+                let p = PackedFp8::prepack(&wf, 2, k, b)?;
+                let (codes, scales) = p.row(1);
+                if !fp8_row_fits(codes.len(), scales.len(), p.block, k, k) {
+                    continue; // per-channel with k % 16 ≠ 0: the callers' portable path
+                }
+                let want: f64 = (0..k).map(|c| bf16_round(p.get(1, c)) as f64 * xr[c]).sum();
+                let mag: f64 = (0..k).map(|c| (p.get(1, c) as f64 * xr[c]).abs()).sum();
+                let got = dot_fp8_bf16(codes, scales, p.block, &xb).ok_or_else(|| Error::Internal("no fp8 bf16 dot".into()))?;
+                assert!(close(got, want as f32, mag as f32), "fp8 {b:?} k={k}: {got} vs {want}");
+            }
         }
         Ok(())
     }

@@ -28,6 +28,24 @@ impl Default for WeightFormat {
     }
 }
 
+/// What a linear multiplies on the CPU (the `activations` load option).
+/// - `F32` (default): the input stays f32 and the weights exact (fp8: code · scale, one
+///   rounding): `native` keeps HF parity, and the prompt pass (GEMM) and the decode step (GEMV)
+///   make the same products, summed in other orders.
+/// - `Bf16`: every linear rounds its input and its weights to bf16 (nearest even; exact for
+///   bf16 weights, bf16(code · scale) for fp8) and sums the products in f32, the arithmetic of
+///   `vdpbf16ps` (and of llama.cpp's BF16 path): ~2× the prompt-pass rate and a third of the
+///   bf16 decode instructions. Each rounding is ≤ 2^-9 relative: logits move and greedy tokens
+///   can leave HF's at a near-tie. Prefill and decode still make the same products.
+///
+/// Attention, norms, RoPE and the KV cache stay f32 either way; the GPU path has its own kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// A [n, k] linear weight (HF layout [out, in]) in one of the formats.
 pub enum Linear {
     /// Row blocks of the fused weight, in order, each a zero-copy view.
@@ -163,7 +181,7 @@ mod tests {
             let lin = Linear::fuse(&refs, format)?;
             assert_eq!(lin.shape(), (64, k));
             let mut got = vec![0.0; 64];
-            ops::linear(&lin, &x, &mut got);
+            ops::linear(&lin, &x, &mut got, Activations::F32);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{format:?} row {i}: {a} vs {b}");
             }
@@ -172,7 +190,7 @@ mod tests {
         if let Linear::Fp8(p) = Linear::fuse(&refs, WeightFormat::default())? {
             let deq = TensorView::from_f32("deq", vec![64, k], &p.dequantize());
             let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
-            ops::linear(&Linear::Fp8(p), &x, &mut a);
+            ops::linear(&Linear::Fp8(p), &x, &mut a, Activations::F32);
             ops::matvec_ref(&deq, &x, &mut b);
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()));

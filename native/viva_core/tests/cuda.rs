@@ -156,7 +156,7 @@ fn gemv_kernels_match_the_cpu_linear() {
             let mut xn = vec![0.0; k];
             ops::rmsnorm(&mut xn, &x, &nw, 1e-5);
             let mut want = vec![0.0; n];
-            ops::linear(&lin, &xn, &mut want);
+            ops::linear(&lin, &xn, &mut want, viva_core::weights::Activations::F32);
             let tol = |a: &[f32], b: &[f32], what: &str| {
                 close(a, b, 1e-4, 1e-4).unwrap_or_else(|e| panic!("{w:?} {n}x{k} {what}: {e}"));
             };

@@ -17,7 +17,7 @@ use viva_core::chat::Message;
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions, LoadProgress};
 use viva_core::quant::fp8::Blocking;
-use viva_core::weights::WeightFormat;
+use viva_core::weights::{Activations, WeightFormat};
 
 use crate::reason::{self, error_tuple, internal_error, invalid_option_error};
 use crate::resources::ModelResource;
@@ -25,7 +25,7 @@ use crate::resources::ModelResource;
 rustler::atoms! {
     // option keys and values
     num_layers, tokenizer_path, device, all, auto, cpu, cuda, weights, block_size, fp8, bf16,
-    native, per_channel,
+    native, per_channel, activations, f32,
     max_new_tokens, temperature, top_k, top_p, seed, stop_on_eos, infinity,
     // argument names used in `{invalid_option, Arg, Value}` for non-option arguments
     path, prompt, model, opts, messages, progress, viva_load_progress, none,
@@ -271,6 +271,14 @@ fn decode_load_options<'a>(env: Env<'a>, term: Term<'a>) -> Result<LoadOptions, 
                 WeightFormat::Bf16
             } else if is_atom(v, native()) {
                 WeightFormat::Native
+            } else {
+                return Err(bad());
+            };
+        } else if key == activations() {
+            out.activations = if is_atom(v, f32()) {
+                Activations::F32
+            } else if is_atom(v, bf16()) {
+                Activations::Bf16
             } else {
                 return Err(bad());
             };
