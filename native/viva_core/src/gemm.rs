@@ -104,7 +104,21 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
         let r0 = band * BAND_ROWS;
         let rows = out_t.len() / m_pad;
         let rows_pad = rows.div_ceil(RT) * RT;
-        // the band's rows as exact f32, then (bf16 kernel) rounded to bf16 in one pass
+        if kernel == Kernel::Bf16 {
+            // the band's rows as bf16 (bf16 weights copied, the others rounded row by row)
+            BAND_BF16.with(|bb| {
+                let mut wb = bb.borrow_mut();
+                wb.clear();
+                wb.resize(rows_pad * kp, 0);
+                for (i, dst) in wb.chunks_exact_mut(kp).take(rows).enumerate() {
+                    expand_row_bf16(w, r0 + i, &mut dst[..k]);
+                }
+                let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| tile_bf16(&pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT], &wb[rt * kp..(rt + RT) * kp], kp, dst);
+                for_tiles(m_pad, rows, tile, out_t);
+            });
+            return;
+        }
+        // the band's rows as exact f32 (rounded to bf16 values under `round`)
         BAND_F32.with(|bf| {
             let mut wf = bf.borrow_mut();
             wf.clear();
@@ -115,20 +129,8 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                     dst[..k].iter_mut().for_each(|v| *v = crate::simd::bf16_round(*v));
                 }
             }
-            if kernel == Kernel::Bf16 {
-                BAND_BF16.with(|bb| {
-                    let mut wb = bb.borrow_mut();
-                    wb.resize(rows_pad * kp, 0);
-                    crate::simd::f32_to_bf16(&wf, &mut wb[..rows_pad * kp]);
-                    let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
-                        tile_bf16(&pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT], &wb[rt * kp..(rt + RT) * kp], kp, dst)
-                    };
-                    for_tiles(m_pad, rows, tile, out_t);
-                });
-            } else {
-                let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| tile_f32(kernel, &pf[p * kp * NT..(p + 1) * kp * NT], &wf[rt * kp..(rt + RT) * kp], kp, dst);
-                for_tiles(m_pad, rows, tile, out_t);
-            }
+            let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| tile_f32(kernel, &pf[p * kp * NT..(p + 1) * kp * NT], &wf[rt * kp..(rt + RT) * kp], kp, dst);
+            for_tiles(m_pad, rows, tile, out_t);
         });
     });
     // (n, m_pad) → (m_pad, n), blocked (convert::transpose_into); the first m rows are `out`
@@ -237,6 +239,34 @@ pub(crate) fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
             }
         }
     }
+}
+
+thread_local! {
+    /// One row expanded to f32 on its way to bf16 (k).
+    static ROW_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Row `r` of `w` rounded to bf16 bits (k = dst.len()): bf16 weights as they are, the others
+/// expanded exactly (`expand_row_f32`) and rounded to nearest even (`simd::f32_to_bf16`).
+pub(crate) fn expand_row_bf16(w: &Linear, r: usize, dst: &mut [u16]) {
+    let k = dst.len();
+    match w {
+        Linear::Bf16 { data, .. } => return dst.copy_from_slice(&data[r * k..(r + 1) * k]),
+        Linear::Native(parts) => {
+            if let Some((p, pr)) = native_row(parts, r).filter(|(p, _)| p.dtype == crate::tensor::DType::BF16) {
+                let bytes = &p.bytes()[pr * 2 * k..(pr + 1) * 2 * k];
+                dst.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(d, b)| *d = u16::from_le_bytes([b[0], b[1]]));
+                return;
+            }
+        }
+        Linear::Fp8(_) => {}
+    }
+    ROW_F32.with(|b| {
+        let mut row = b.borrow_mut();
+        row.resize(k, 0.0);
+        expand_row_f32(w, r, &mut row);
+        crate::simd::f32_to_bf16(&row, dst);
+    });
 }
 
 /// Row `r` of a fused native linear: the part that holds it and the row inside that part.

@@ -210,27 +210,27 @@ fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
 }
 
 thread_local! {
-    /// One expanded weight row (k) for [`bf16_row_dot`].
-    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// One weight row as bf16 (k) for [`bf16_row_dot`].
+    static ROW: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Row `r` of `w` expanded exactly (gemm's expansion), each weight rounded to bf16, dotted with
-/// `xb` (x as bf16) in 8 f32 lanes: the portable form of the bf16-activation products.
+/// Row `r` of `w` rounded to bf16 (gemm's `expand_row_bf16`, as the prefill tiles see it)
+/// dotted with `xb` (x as bf16) in 8 f32 lanes: the portable form of the bf16-activation products.
 fn bf16_row_dot(w: &Linear, r: usize, xb: &[u16]) -> f32 {
     ROW.with(|b| {
         let mut row = b.borrow_mut();
-        row.resize(xb.len(), 0.0);
-        crate::gemm::expand_row_f32(w, r, &mut row);
+        row.resize(xb.len(), 0);
+        crate::gemm::expand_row_bf16(w, r, &mut row);
         const L: usize = 8;
         let mut acc = [0f32; L];
         let up = |b: u16| f32::from_bits((b as u32) << 16);
         let (mut wc, mut xc) = (row.chunks_exact(L), xb.chunks_exact(L));
         for (ws, xs) in (&mut wc).zip(&mut xc) {
             for l in 0..L {
-                acc[l] += crate::simd::bf16_round(ws[l]) * up(xs[l]);
+                acc[l] += up(ws[l]) * up(xs[l]);
             }
         }
-        let tail: f32 = wc.remainder().iter().zip(xc.remainder()).map(|(&w, &x)| crate::simd::bf16_round(w) * up(x)).sum();
+        let tail: f32 = wc.remainder().iter().zip(xc.remainder()).map(|(&w, &x)| up(w) * up(x)).sum();
         acc.iter().sum::<f32>() + tail
     })
 }
