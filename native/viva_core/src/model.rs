@@ -3,7 +3,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gemm::{linear_batch, GemmBuf};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{put_row, KvCache};
 use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
 use crate::weights::{Activations, Embedding, Linear, WeightFormat};
@@ -159,8 +159,8 @@ impl Model {
         if pos >= kv.max_seq {
             return Err(Error::ContextOverflow { needed: pos + 1, max: kv.max_seq });
         }
-        let kv_dim = c.kv_dim();
-        let shape = AttnShape::of(c, kv.max_seq);
+        let (kv_dim, max_seq) = (c.kv_dim(), kv.max_seq);
+        let shape = AttnShape::of(c, max_seq);
 
         // x = embed_tokens[token]
         self.embed.row(token as usize, &mut s.x);
@@ -174,11 +174,11 @@ impl Model {
             ops::rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, c.rms_norm_eps);
             ops::linear(&layer.qkv, &s.xb, &mut s.qkv, self.activations);
             let (q, kv_new) = s.qkv.split_at_mut(q_dim);
-            let k_row = &mut k_cache[pos * kv_dim..(pos + 1) * kv_dim];
-            k_row.copy_from_slice(&kv_new[..kv_dim]);
-            v_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&kv_new[kv_dim..]);
+            let (k_new, v_new) = kv_new.split_at_mut(kv_dim);
             ops::apply_rope(q, hd, &s.cos, &s.sin);
-            ops::apply_rope(k_row, hd, &s.cos, &s.sin);
+            ops::apply_rope(k_new, hd, &s.cos, &s.sin);
+            put_row(k_cache, max_seq, hd, pos, k_new);
+            put_row(v_cache, max_seq, hd, pos, v_new);
             ops::attention(&shape, q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
             ops::linear(&layer.wo, &s.attn, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
@@ -216,7 +216,8 @@ impl Model {
         let (h, hd, half) = (c.hidden_size, c.head_dim, c.head_dim / 2);
         let (q_dim, kv_dim, inter) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
         let qkv_dim = q_dim + 2 * kv_dim;
-        let shape = AttnShape::of(c, kv.max_seq);
+        let max_seq = kv.max_seq;
+        let shape = AttnShape::of(c, max_seq);
         let (x, xb) = (&mut s.x[..m * h], &mut s.xb[..m * h]);
         let (qkv, attn) = (&mut s.qkv[..m * qkv_dim], &mut s.attn[..m * q_dim]);
         let (gate_up, act) = (&mut s.gate_up[..m * 2 * inter], &mut s.act[..m * inter]);
@@ -243,9 +244,9 @@ impl Model {
                 let (q, kv_new) = row.split_at_mut(q_dim);
                 ops::apply_rope(q, hd, cos, sin);
                 ops::apply_rope(&mut kv_new[..kv_dim], hd, cos, sin);
-                let p = pos0 + i;
-                k_cache[p * kv_dim..(p + 1) * kv_dim].copy_from_slice(&kv_new[..kv_dim]);
-                v_cache[p * kv_dim..(p + 1) * kv_dim].copy_from_slice(&kv_new[kv_dim..]);
+                let (k_new, v_new) = kv_new.split_at(kv_dim);
+                put_row(k_cache, max_seq, hd, pos0 + i, k_new);
+                put_row(v_cache, max_seq, hd, pos0 + i, v_new);
             }
             ops::attention_rows(&shape, qkv, qkv_dim, k_cache, v_cache, pos0, attn);
             linear_batch(&layer.wo, attn, m, xb, &mut s.gemm, self.activations);

@@ -340,7 +340,7 @@ pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
 }
 
 /// Causal attention of one query position over the cached keys/values 0..=pos.
-/// q (n_heads, head_dim); k_cache, v_cache (max_seq, n_kv_heads, head_dim) of one layer;
+/// q (n_heads, head_dim); k_cache, v_cache (n_kv_heads, max_seq, head_dim) of one layer;
 /// scores scratch (n_heads, max_seq); out (n_heads, head_dim).
 pub struct AttnShape {
     pub n_heads: usize,
@@ -365,7 +365,7 @@ pub fn attention_scratch_len(s: &AttnShape) -> usize {
 pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scratch: &mut [f32], out: &mut [f32]) {
     let (hd, len) = (s.head_dim, pos + 1);
     let g = s.n_heads / s.n_kv_heads;
-    let kv_dim = s.n_kv_heads * hd;
+    let span = s.max_seq * hd; // one KV head's cache
     let pieces = len.div_ceil(attn::CHUNK);
     let plen = attn::partial_len(g, hd);
     if attn::available(hd) && scratch.len() >= attention_scratch_len(s) {
@@ -375,7 +375,8 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
             let (grp, piece) = (i / pieces, i % pieces);
             let (t0, t1) = (piece * attn::CHUNK, ((piece + 1) * attn::CHUNK).min(len));
             let qg = &q[grp * g * hd..(grp + 1) * g * hd];
-            attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, t0, t1, sc, part);
+            let (kh, vh) = (&k_cache[grp * span..(grp + 1) * span], &v_cache[grp * span..(grp + 1) * span]);
+            attn::group_chunk(qg, hd, kh, vh, hd, 0, t0, t1, sc, part);
         };
         let n_tasks = s.n_kv_heads * pieces;
         if s.n_heads * len * hd < PARALLEL_MIN_WORK {
@@ -403,14 +404,15 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
     let hd = s.head_dim;
     let m = out.len() / (s.n_heads * hd);
     let g = s.n_heads / s.n_kv_heads;
-    let kv_dim = s.n_kv_heads * hd;
+    let span = s.max_seq * hd; // one KV head's cache
     if attn::available(hd) {
         out.par_chunks_mut(g * hd).enumerate().for_each_init(
             || (vec![0f32; g * (pos0 + m)], vec![0f32; attn::partial_len(g, hd)]),
             |(sc, part), (i, o)| {
                 let (row, grp) = (i / s.n_kv_heads, i % s.n_kv_heads);
                 let qg = &q[row * q_stride + grp * g * hd..row * q_stride + (grp + 1) * g * hd];
-                attn::group_chunk(qg, hd, k_cache, v_cache, kv_dim, grp * hd, 0, pos0 + row + 1, sc, part);
+                let (kh, vh) = (&k_cache[grp * span..(grp + 1) * span], &v_cache[grp * span..(grp + 1) * span]);
+                attn::group_chunk(qg, hd, kh, vh, hd, 0, 0, pos0 + row + 1, sc, part);
                 attn::merge(part, g, hd, o);
             },
         );
@@ -427,21 +429,20 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
 }
 
 /// Query head `h` (qh: head_dim) over cached positions 0..len of its KV head: scores in
-/// sc[..len], softmax, weighted sum of V into o (head_dim). Caches (max_seq, n_kv_heads · head_dim).
+/// sc[..len], softmax, weighted sum of V into o (head_dim). Caches (n_kv_heads, max_seq, head_dim).
 #[inline]
 fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
     let hd = s.head_dim;
-    let kv_dim = s.n_kv_heads * hd;
-    let off = (h / (s.n_heads / s.n_kv_heads)) * hd;
+    let off = (h / (s.n_heads / s.n_kv_heads)) * s.max_seq * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let sc = &mut sc[..len];
     for (t, st) in sc.iter_mut().enumerate() {
-        *st = crate::simd::dot_f32(qh, &k_cache[t * kv_dim + off..t * kv_dim + off + hd]) * scale;
+        *st = crate::simd::dot_f32(qh, &k_cache[off + t * hd..off + (t + 1) * hd]) * scale;
     }
     softmax(sc);
     o.fill(0.0);
     for (t, &p) in sc.iter().enumerate() {
-        let vt = &v_cache[t * kv_dim + off..t * kv_dim + off + hd];
+        let vt = &v_cache[off + t * hd..off + (t + 1) * hd];
         for (oi, &vi) in o.iter_mut().zip(vt) {
             *oi += p * vi;
         }
@@ -554,23 +555,32 @@ mod tests {
         assert_eq!(out, [3.0 * inv, -8.0 * inv]);
     }
 
-    /// Plain attention, written independently of [`attention`]: f64, explicit GQA head map.
+    /// Plain attention, written independently of [`attention`]: f64, explicit GQA head map,
+    /// caches (n_kv_heads, max_seq, head_dim).
     fn attention_naive(s: &AttnShape, q: &[f32], k: &[f32], v: &[f32], pos: usize) -> Vec<f32> {
-        let (hd, kv_dim) = (s.head_dim, s.n_kv_heads * s.head_dim);
+        let hd = s.head_dim;
+        let at = |kvh: usize, t: usize, d: usize| (kvh * s.max_seq + t) * hd + d;
         let mut out = vec![0.0; s.n_heads * hd];
         for h in 0..s.n_heads {
             let kvh = h * s.n_kv_heads / s.n_heads;
-            let dot = |t: usize| (0..hd).map(|d| q[h * hd + d] as f64 * k[t * kv_dim + kvh * hd + d] as f64).sum::<f64>();
+            let dot = |t: usize| (0..hd).map(|d| q[h * hd + d] as f64 * k[at(kvh, t, d)] as f64).sum::<f64>();
             let scores: Vec<f64> = (0..=pos).map(|t| dot(t) / (hd as f64).sqrt()).collect();
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
             let z: f64 = w.iter().sum();
             for d in 0..hd {
-                let acc: f64 = (0..=pos).map(|t| w[t] / z * v[t * kv_dim + kvh * hd + d] as f64).sum();
+                let acc: f64 = (0..=pos).map(|t| w[t] / z * v[at(kvh, t, d)] as f64).sum();
                 out[h * hd + d] = acc as f32;
             }
         }
         out
+    }
+
+    /// NaN in every KV head's positions `len..` of a (n_kv_heads, max_seq, head_dim) cache.
+    fn poison_after(c: &mut [f32], s: &AttnShape, len: usize) {
+        for h in c.chunks_exact_mut(s.max_seq * s.head_dim) {
+            h[len * s.head_dim..].fill(f32::NAN);
+        }
     }
 
     /// GQA and MHA, on the serial and the parallel path; positions after `pos` hold NaN so
@@ -584,8 +594,8 @@ mod tests {
             let q: Vec<f32> = (0..n_heads * head_dim).map(|i| val(i, 1)).collect();
             let mut k: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 2)).collect();
             let mut v: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 3)).collect();
-            k[(pos + 1) * kv_dim..].fill(f32::NAN);
-            v[(pos + 1) * kv_dim..].fill(f32::NAN);
+            poison_after(&mut k, &s, pos + 1);
+            poison_after(&mut v, &s, pos + 1);
             let mut scores = vec![0.0; attention_scratch_len(&s)];
             let mut out = vec![0.0; n_heads * head_dim];
             attention(&s, &q, &k, &v, pos, &mut scores, &mut out);
@@ -607,8 +617,8 @@ mod tests {
         let q: Vec<f32> = (0..m * stride).map(|i| val(i, 1)).collect();
         let mut k: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 2)).collect();
         let mut v: Vec<f32> = (0..s.max_seq * kv_dim).map(|i| val(i, 3)).collect();
-        k[(pos0 + m) * kv_dim..].fill(f32::NAN);
-        v[(pos0 + m) * kv_dim..].fill(f32::NAN);
+        poison_after(&mut k, &s, pos0 + m);
+        poison_after(&mut v, &s, pos0 + m);
         let mut out = vec![0.0; m * q_dim];
         attention_rows(&s, &q, stride, &k, &v, pos0, &mut out);
         let mut scores = vec![0.0; attention_scratch_len(&s)];
