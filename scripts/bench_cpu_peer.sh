@@ -2,8 +2,9 @@
 # Our CPU engine vs llama.cpp (llama-cpp-python) on the same machine, in one run (issue 5):
 # decode, pp32, pp512 and 2k-context decode tok/s, with the ratio ours/llama.cpp.
 #   bash scripts/bench_cpu_peer.sh
-# Rows: TinyLlama-1.1B-shaped random weights at Q8_0 (llama.cpp) vs ours fp8 block 16 (the default)
-# and block 128 (the equal-bits row) loaded from that GGUF; the same at BF16 vs ours bf16; SmolLM2-135M Q4_1 as shipped vs ours fp8 and bf16.
+# Rows: TinyLlama-1.1B-shaped random weights at Q8_0 (llama.cpp) vs ours fp8 block 16 (the default,
+# with f32 and with bf16 activations) and block 128 (the equal-bits row) loaded from that GGUF; the
+# same at BF16 vs ours bf16 (f32 and bf16 activations); SmolLM2-135M Q4_1 as shipped vs ours fp8 and bf16.
 # Env: BENCH_MODELS  subset of tinyllama-q8_0,tinyllama-bf16,smollm2 (default: all)
 #      BENCH_RUNS    runs per measurement, median (default 3; ours also stops a measurement
 #                    after BENCH_BUDGET_S seconds, default 30, keeping at least one run)
@@ -58,25 +59,33 @@ theirs() {  # KEY MODEL
   echo "== llama.cpp: $1" >&2
   python3 bench/peer/llama_cpp_bench.py "$2" --runs "$RUNS" | tee "$OUT/theirs-$1.json" >&2
 }
-ours() {  # KEY MODEL FORMAT
-  echo "== ours $3: $1" >&2
-  "$BIN" "$2" "$3" --runs "$RUNS" --budget-s "$BUDGET" | tee "$OUT/ours-$1-$3.json" >&2
+ours() {  # KEY MODEL FORMAT ACTIVATIONS
+  echo "== ours $3, activations $4: $1" >&2
+  "$BIN" "$2" "$3" --activations "$4" --runs "$RUNS" --budget-s "$BUDGET" | tee "$OUT/ours-$1-$3-$4.json" >&2
 }
+Q8="Q8_0 (8.5 bits/weight)"
 if has tinyllama-q8_0; then
   m="$CACHE/tinyllama-random-q8_0.gguf"
-  theirs tinyllama-q8_0 "$m"; ours tinyllama-q8_0 "$m" fp8; ours tinyllama-q8_0 "$m" fp8-b128
-  rows+=("TinyLlama-1.1B random|Q8_0 (8.5 bits/weight)|fp8 block 16, the default (10 bits/weight)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8.json")
-  rows+=("TinyLlama-1.1B random|Q8_0 (8.5 bits/weight)|fp8 block 128 (8.25 bits/weight)|$OUT/theirs-tinyllama-q8_0.json|$OUT/ours-tinyllama-q8_0-fp8-b128.json")
+  theirs tinyllama-q8_0 "$m"
+  ours tinyllama-q8_0 "$m" fp8 f32; ours tinyllama-q8_0 "$m" fp8 bf16; ours tinyllama-q8_0 "$m" fp8-b128 bf16
+  T="$OUT/theirs-tinyllama-q8_0.json"
+  rows+=("TinyLlama-1.1B random|$Q8|fp8 block 16 (10 bits/weight), activations f32 (the defaults)|$T|$OUT/ours-tinyllama-q8_0-fp8-f32.json")
+  rows+=("TinyLlama-1.1B random|$Q8|fp8 block 16 (10 bits/weight), activations bf16|$T|$OUT/ours-tinyllama-q8_0-fp8-bf16.json")
+  rows+=("TinyLlama-1.1B random|$Q8|fp8 block 128 (8.25 bits/weight), activations bf16|$T|$OUT/ours-tinyllama-q8_0-fp8-b128-bf16.json")
 fi
 if has tinyllama-bf16; then
   m="$CACHE/tinyllama-random-bf16.gguf"
-  theirs tinyllama-bf16 "$m"; ours tinyllama-bf16 "$m" bf16
-  rows+=("TinyLlama-1.1B random|BF16|bf16|$OUT/theirs-tinyllama-bf16.json|$OUT/ours-tinyllama-bf16-bf16.json")
+  theirs tinyllama-bf16 "$m"; ours tinyllama-bf16 "$m" bf16 f32; ours tinyllama-bf16 "$m" bf16 bf16
+  T="$OUT/theirs-tinyllama-bf16.json"
+  rows+=("TinyLlama-1.1B random|BF16|bf16, activations f32|$T|$OUT/ours-tinyllama-bf16-bf16-f32.json")
+  rows+=("TinyLlama-1.1B random|BF16|bf16, activations bf16 (llama.cpp's BF16 numerics)|$T|$OUT/ours-tinyllama-bf16-bf16-bf16.json")
 fi
 if has smollm2; then
-  theirs smollm2 "$SMOL"; ours smollm2 "$SMOL" fp8; ours smollm2 "$SMOL" bf16
-  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|fp8 block 16|$OUT/theirs-smollm2.json|$OUT/ours-smollm2-fp8.json")
-  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|bf16|$OUT/theirs-smollm2.json|$OUT/ours-smollm2-bf16.json")
+  theirs smollm2 "$SMOL"; ours smollm2 "$SMOL" fp8 f32; ours smollm2 "$SMOL" bf16 f32; ours smollm2 "$SMOL" bf16 bf16
+  T="$OUT/theirs-smollm2.json"
+  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|fp8 block 16, activations f32|$T|$OUT/ours-smollm2-fp8-f32.json")
+  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|bf16, activations f32|$T|$OUT/ours-smollm2-bf16-f32.json")
+  rows+=("SmolLM2-135M-Instruct|Q4_1 (as shipped)|bf16, activations bf16|$T|$OUT/ours-smollm2-bf16-bf16.json")
 fi
 [ ${#rows[@]} -gt 0 ] || { echo "BENCH_MODELS=$MODELS selects nothing" >&2; exit 1; }
 
