@@ -111,9 +111,9 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     let (kp, vp, sp) = (k.as_ptr().add(off), v.as_ptr().add(off), sc.as_mut_ptr());
     let mut t = t0;
     while t + 16 <= t1 {
-        // K rows of two steps ahead: the cache streams from DRAM (a layer's K/V is read once
-        // per token, long evicted by the weights), 1 KB-strided rows the hardware prefetcher
-        // alone follows poorly (27% of read bandwidth measured without this)
+        // K rows two steps ahead: the cache streams from DRAM (a layer's K/V is read once per
+        // token, long evicted by the weights); measured 360 → 270 µs per TinyLlama layer at 2000
+        // positions (cpu_gemm, noisy machine)
         for j in 0..16 {
             prefetch_row::<V>(kp.wrapping_add((t + PREFETCH_ROWS + j) * stride));
         }

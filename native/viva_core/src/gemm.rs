@@ -250,16 +250,9 @@ thread_local! {
 /// expanded exactly (`expand_row_f32`) and rounded to nearest even (`simd::f32_to_bf16`).
 pub(crate) fn expand_row_bf16(w: &Linear, r: usize, dst: &mut [u16]) {
     let k = dst.len();
-    match w {
-        Linear::Bf16 { data, .. } => return dst.copy_from_slice(&data[r * k..(r + 1) * k]),
-        Linear::Native(parts) => {
-            if let Some((p, pr)) = native_row(parts, r).filter(|(p, _)| p.dtype == crate::tensor::DType::BF16) {
-                let bytes = &p.bytes()[pr * 2 * k..(pr + 1) * 2 * k];
-                dst.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(d, b)| *d = u16::from_le_bytes([b[0], b[1]]));
-                return;
-            }
-        }
-        Linear::Fp8(_) => {}
+    if let Some(bytes) = bf16_row_bytes(w, r, k) {
+        dst.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(d, b)| *d = u16::from_le_bytes([b[0], b[1]]));
+        return;
     }
     ROW_F32.with(|b| {
         let mut row = b.borrow_mut();
@@ -269,8 +262,21 @@ pub(crate) fn expand_row_bf16(w: &Linear, r: usize, dst: &mut [u16]) {
     });
 }
 
+/// Row `r` (k weights) of a linear whose weights are bf16 already — the Bf16 format or a
+/// native BF16 part — as its 2k little-endian bytes; `None` for other weights.
+pub(crate) fn bf16_row_bytes(w: &Linear, r: usize, k: usize) -> Option<&[u8]> {
+    match w {
+        Linear::Bf16 { data, .. } => crate::simd::u16_le_bytes(&data[r * k..(r + 1) * k]),
+        Linear::Native(parts) => match native_row(parts, r) {
+            Some((p, pr)) if p.dtype == crate::tensor::DType::BF16 => Some(&p.bytes()[pr * 2 * k..(pr + 1) * 2 * k]),
+            _ => None,
+        },
+        Linear::Fp8(_) => None,
+    }
+}
+
 /// Row `r` of a fused native linear: the part that holds it and the row inside that part.
-pub(crate) fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
+fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
     let mut r = r;
     for p in parts {
         if r < p.shape[0] {

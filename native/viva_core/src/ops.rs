@@ -194,15 +194,11 @@ fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
         let xb = &xb[..];
         par_rows(out, n * k, |r| {
             let fast = match w {
-                Linear::Bf16 { data, .. } => crate::simd::u16_le_bytes(&data[r * k..(r + 1) * k]).and_then(|row| crate::simd::dot_bf16_terms(row, xb, 1)),
-                Linear::Native(parts) => match crate::gemm::native_row(parts, r) {
-                    Some((p, pr)) if p.dtype == DType::BF16 => crate::simd::dot_bf16_terms(&p.bytes()[pr * 2 * k..(pr + 1) * 2 * k], xb, 1),
-                    _ => None,
-                },
                 Linear::Fp8(p) => {
                     let (codes, scales) = p.row(r);
                     crate::simd::dot_fp8_bf16(codes, scales, p.block, xb)
                 }
+                _ => crate::gemm::bf16_row_bytes(w, r, k).and_then(|row| crate::simd::dot_bf16_terms(row, xb, 1)),
             };
             fast.unwrap_or_else(|| bf16_row_dot(w, r, xb))
         });
@@ -353,6 +349,12 @@ impl AttnShape {
     pub fn of(cfg: &ModelConfig, max_seq: usize) -> Self {
         AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim, max_seq }
     }
+
+    /// KV head `kvh`'s (max_seq, head_dim) part of a layer's (n_kv_heads, max_seq, head_dim) cache.
+    fn kv_head<'c>(&self, cache: &'c [f32], kvh: usize) -> &'c [f32] {
+        let span = self.max_seq * self.head_dim;
+        &cache[kvh * span..(kvh + 1) * span]
+    }
 }
 
 /// Floats of scratch [`attention`] needs for `s` (scores and the per-piece partials).
@@ -365,7 +367,6 @@ pub fn attention_scratch_len(s: &AttnShape) -> usize {
 pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scratch: &mut [f32], out: &mut [f32]) {
     let (hd, len) = (s.head_dim, pos + 1);
     let g = s.n_heads / s.n_kv_heads;
-    let span = s.max_seq * hd; // one KV head's cache
     let pieces = len.div_ceil(attn::CHUNK);
     let plen = attn::partial_len(g, hd);
     if attn::available(hd) && scratch.len() >= attention_scratch_len(s) {
@@ -375,8 +376,7 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
             let (grp, piece) = (i / pieces, i % pieces);
             let (t0, t1) = (piece * attn::CHUNK, ((piece + 1) * attn::CHUNK).min(len));
             let qg = &q[grp * g * hd..(grp + 1) * g * hd];
-            let (kh, vh) = (&k_cache[grp * span..(grp + 1) * span], &v_cache[grp * span..(grp + 1) * span]);
-            attn::group_chunk(qg, hd, kh, vh, hd, 0, t0, t1, sc, part);
+            attn::group_chunk(qg, hd, s.kv_head(k_cache, grp), s.kv_head(v_cache, grp), hd, 0, t0, t1, sc, part);
         };
         let n_tasks = s.n_kv_heads * pieces;
         if s.n_heads * len * hd < PARALLEL_MIN_WORK {
@@ -404,15 +404,13 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
     let hd = s.head_dim;
     let m = out.len() / (s.n_heads * hd);
     let g = s.n_heads / s.n_kv_heads;
-    let span = s.max_seq * hd; // one KV head's cache
     if attn::available(hd) {
         out.par_chunks_mut(g * hd).enumerate().for_each_init(
             || (vec![0f32; g * (pos0 + m)], vec![0f32; attn::partial_len(g, hd)]),
             |(sc, part), (i, o)| {
                 let (row, grp) = (i / s.n_kv_heads, i % s.n_kv_heads);
                 let qg = &q[row * q_stride + grp * g * hd..row * q_stride + (grp + 1) * g * hd];
-                let (kh, vh) = (&k_cache[grp * span..(grp + 1) * span], &v_cache[grp * span..(grp + 1) * span]);
-                attn::group_chunk(qg, hd, kh, vh, hd, 0, 0, pos0 + row + 1, sc, part);
+                attn::group_chunk(qg, hd, s.kv_head(k_cache, grp), s.kv_head(v_cache, grp), hd, 0, 0, pos0 + row + 1, sc, part);
                 attn::merge(part, g, hd, o);
             },
         );
@@ -433,16 +431,17 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
 #[inline]
 fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
     let hd = s.head_dim;
-    let off = (h / (s.n_heads / s.n_kv_heads)) * s.max_seq * hd;
+    let kvh = h / (s.n_heads / s.n_kv_heads);
+    let (k_cache, v_cache) = (s.kv_head(k_cache, kvh), s.kv_head(v_cache, kvh));
     let scale = 1.0 / (hd as f32).sqrt();
     let sc = &mut sc[..len];
     for (t, st) in sc.iter_mut().enumerate() {
-        *st = crate::simd::dot_f32(qh, &k_cache[off + t * hd..off + (t + 1) * hd]) * scale;
+        *st = crate::simd::dot_f32(qh, &k_cache[t * hd..(t + 1) * hd]) * scale;
     }
     softmax(sc);
     o.fill(0.0);
     for (t, &p) in sc.iter().enumerate() {
-        let vt = &v_cache[off + t * hd..off + (t + 1) * hd];
+        let vt = &v_cache[t * hd..(t + 1) * hd];
         for (oi, &vi) in o.iter_mut().zip(vt) {
             *oi += p * vi;
         }
