@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::attn;
 use crate::config::{ModelConfig, RopeScaling};
-use crate::quant::linear::dot_fp8_row;
+use crate::quant::linear::{dot_fp8_row, fp8_input};
 use crate::tensor::{DType, TensorView};
 use crate::weights::{Activations, Linear};
 
@@ -113,6 +113,8 @@ fn matvec_with(w: &TensorView, x: &[f32], x3: Option<&[u16]>, out: &mut [f32]) {
 }
 
 thread_local! {
+    /// The calling thread's x prepared for the fp8 dots (x·2^60, `simd::fp8_x`), reused.
+    static XS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The calling thread's x as bf16 terms (3k exact split, or k rounded), reused across calls:
     /// no allocation per token.
     static XT: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -176,7 +178,12 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32], act: Activations) {
             let k = *k;
             par_rows(out, data.len(), |r| dot_lanes_bf16(&data[r * k..(r + 1) * k], x));
         }
-        Linear::Fp8(p) => par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x)),
+        Linear::Fp8(p) => XS.with(|b| {
+            // re-entered on this thread (a pool job running a linear): a buffer of its own
+            let (mut tls, mut own) = (b.try_borrow_mut(), Vec::new());
+            let xs = fp8_input(x, tls.as_deref_mut().unwrap_or(&mut own));
+            par_rows(out, p.n * p.k, |r| dot_fp8_row(p, r, x, xs))
+        }),
     }
 }
 

@@ -455,7 +455,8 @@ fn linears_match_their_reference_twins() {
 
 #[test]
 fn dispatched_dot_matches_the_portable_build() {
-    // dot_fp8_row may run an AVX2+FMA build of the body: compare it with the baseline build
+    // dot_fp8_row runs the AVX-512 dot (with x prepared) or an AVX2+FMA build of the body:
+    // compare both with the baseline build
     for blocking in ALL_BLOCKINGS {
         for (k, n) in [(16, 3), (100, 5), (130, 4), (512, 6), (1, 2)] {
             let w = PackedFp8::prepack(&random(n * k, k as u64, 1.0), n, k, blocking).unwrap();
@@ -463,8 +464,12 @@ fn dispatched_dot_matches_the_portable_build() {
             let x = random(k, 7, 1.0);
             for r in 0..n {
                 let mag: f32 = (0..k).map(|c| (x[c] * wd[r * k + c]).abs()).sum();
-                let (a, b) = (dot_fp8_row(&w, r, &x), dot_fp8_row_portable(&w, r, &x));
-                assert!((a - b).abs() <= DOT_RTOL * mag, "{blocking:?} k{k} row {r}: {a} vs {b}");
+                let mut buf = Vec::new();
+                let xs = fp8_input(&x, &mut buf);
+                let b = dot_fp8_row_portable(&w, r, &x);
+                for a in [dot_fp8_row(&w, r, &x, None), dot_fp8_row(&w, r, &x, xs)] {
+                    assert!((a - b).abs() <= DOT_RTOL * mag, "{blocking:?} k{k} row {r}: {a} vs {b}");
+                }
             }
         }
     }

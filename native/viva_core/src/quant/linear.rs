@@ -73,10 +73,11 @@ fn check_shapes(name: &str, x_len: usize, w: &PackedFp8, bias: Option<&[f32]>, o
 /// accumulation in 16 lanes, one 16-code vector per step (vector j's scale is 16j / block,
 /// as in the layout docs). Decode is the branch-free arithmetic form, so the body vectorises;
 /// on x86-64 with AVX2+FMA the same body is compiled for those (the default target is SSE2).
+/// `xs`: x prepared by `simd::fp8_x` (the AVX-512 dot), when it could be ([`fp8_input`]).
 /// Needs r < n and x.len() ≥ k (callers validate; out of range indexes like a slice).
-pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32]) -> f32 {
+pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f32 {
     let (codes, scales) = w.row(r);
-    if let Some(v) = crate::simd::dot_fp8(codes, scales, w.block, &x[..w.k.min(x.len())]) {
+    if let Some(v) = xs.and_then(|xs| crate::simd::dot_fp8(codes, scales, w.block, &xs[..w.k.min(xs.len())])) {
         return v;
     }
     #[cfg(target_arch = "x86_64")]
@@ -85,6 +86,12 @@ pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32]) -> f32 {
         return unsafe { dot_fp8_row_avx2(w, r, x) };
     }
     dot_fp8_row_body(w, r, x)
+}
+
+/// x prepared for [`dot_fp8_row`] into `buf` (`simd::fp8_x`): `Some` when the AVX-512 dot
+/// takes it.
+pub fn fp8_input<'b>(x: &[f32], buf: &'b mut Vec<f32>) -> Option<&'b [f32]> {
+    crate::simd::fp8_x(x, buf).then_some(&buf[..])
 }
 
 /// [`dot_fp8_row`] compiled for the baseline target only (tests compare the two).
@@ -136,10 +143,12 @@ fn dot_fp8_row_body(w: &PackedFp8, r: usize, x: &[f32]) -> f32 {
 /// Runs `row_fn(x_row, out_chunk, first_col)` for every token (row of x, k wide) and every
 /// ROWS_PER_TASK-wide chunk of its output row, in parallel (a GEMV with m = 1 still spreads
 /// over the pool). x_row is f32: converted once per token.
-fn for_each_output<A: Activation>(x: &[A], k: usize, out: &mut [f32], cols: usize, row_fn: impl Fn(&[f32], &mut [f32], usize) + Sync) {
+fn for_each_output<A: Activation>(x: &[A], k: usize, out: &mut [f32], cols: usize, row_fn: impl Fn(&[f32], Option<&[f32]>, &mut [f32], usize) + Sync) {
     out.par_chunks_mut(cols).zip(x.par_chunks(k)).for_each(|(o, xt)| {
         let xt = A::row_f32(xt);
-        o.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(i, oc)| row_fn(&xt, oc, i * ROWS_PER_TASK));
+        let mut buf = Vec::new();
+        let xs = fp8_input(&xt, &mut buf);
+        o.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(i, oc)| row_fn(&xt, xs, oc, i * ROWS_PER_TASK));
     });
 }
 
@@ -151,9 +160,9 @@ fn bias_at(bias: Option<&[f32]>, r: usize) -> f32 {
 /// W8A16: activations stay f32/f16/bf16, weights dequantize in the inner loop, f32 accumulate.
 pub fn linear_fp8_w8a16<A: Activation>(x: &[A], w: &PackedFp8, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
     check_shapes("linear_fp8_w8a16", x.len(), w, bias, out.len(), w.n)?;
-    for_each_output(x, w.k, out, w.n, |xt, o, r0| {
+    for_each_output(x, w.k, out, w.n, |xt, xs, o, r0| {
         for (r, y) in (r0..).zip(o.iter_mut()) {
-            *y = dot_fp8_row(w, r, xt) + bias_at(bias, r);
+            *y = dot_fp8_row(w, r, xt, xs) + bias_at(bias, r);
         }
     });
     Ok(())
@@ -166,9 +175,11 @@ pub fn linear_fp8(x: &[f32], w: &PackedFp8, bias: Option<&[f32]>, out: &mut [f32
     check_shapes("linear_fp8", x.len(), w, bias, out.len(), w.n)?;
     out.par_chunks_mut(w.n).zip(x.par_chunks(w.k)).for_each(|(o, xt)| {
         let (xq, sx) = quantize_row(xt);
+        let mut buf = Vec::new();
+        let xs = fp8_input(&xq, &mut buf);
         o.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(i, oc)| {
             for (r, y) in (i * ROWS_PER_TASK..).zip(oc.iter_mut()) {
-                *y = sx * dot_fp8_row(w, r, &xq) + bias_at(bias, r);
+                *y = sx * dot_fp8_row(w, r, &xq, xs) + bias_at(bias, r);
             }
         });
     });
@@ -208,9 +219,9 @@ fn erf(x: f64) -> f64 {
 /// `gelu(x Wᵀ + bias)`, W8A16, the bias and GELU applied as each output is produced.
 pub fn linear_gelu_fp8<A: Activation>(x: &[A], w: &PackedFp8, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
     check_shapes("linear_gelu_fp8", x.len(), w, bias, out.len(), w.n)?;
-    for_each_output(x, w.k, out, w.n, |xt, o, r0| {
+    for_each_output(x, w.k, out, w.n, |xt, xs, o, r0| {
         for (r, y) in (r0..).zip(o.iter_mut()) {
-            *y = gelu(dot_fp8_row(w, r, xt) + bias_at(bias, r));
+            *y = gelu(dot_fp8_row(w, r, xt, xs) + bias_at(bias, r));
         }
     });
     Ok(())
@@ -227,10 +238,10 @@ pub fn linear_swiglu_fp8<A: Activation>(x: &[A], w: &PackedFp8, bias: Option<&[f
     }
     let inter = w.n / 2;
     check_shapes("linear_swiglu_fp8", x.len(), w, bias, out.len(), inter)?;
-    for_each_output(x, w.k, out, inter, |xt, o, i0| {
+    for_each_output(x, w.k, out, inter, |xt, xs, o, i0| {
         for (i, y) in (i0..).zip(o.iter_mut()) {
-            let g = dot_fp8_row(w, i, xt) + bias_at(bias, i);
-            let u = dot_fp8_row(w, inter + i, xt) + bias_at(bias, inter + i);
+            let g = dot_fp8_row(w, i, xt, xs) + bias_at(bias, i);
+            let u = dot_fp8_row(w, inter + i, xt, xs) + bias_at(bias, inter + i);
             *y = crate::ops::silu(g) * u;
         }
     });
