@@ -2,8 +2,11 @@
 """Markdown table of the peer benchmark from the JSON of llama_cpp_bench.py and cpu_peer.
 
   python3 bench/peer/report.py [--append FILE --command CMD] ROW...
-ROW = "model|their weights|our weights|theirs.json|ours.json". Prints the table; with --append,
-appends it to FILE under a header with date (UTC), machine, commit, command and notes.
+ROW = "model|their weights|our weights|theirs.json[+theirs2.json...]|ours.json". Several llama.cpp
+JSONs (the script runs llama.cpp before and after our rows of a model) are averaged per metric, so
+a drift of the machine's memory bandwidth during the run weighs on both sides alike; their spread
+goes to the notes. Prints the table; with --append, appends it to FILE under a header with date
+(UTC), machine, commit, command and notes.
 """
 import argparse
 import datetime
@@ -23,12 +26,37 @@ def cell(ours, theirs):
     return f"{ours:.1f} / {theirs:.1f} (**{ours / theirs:.2f}×**)"
 
 
+def load(path):
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def theirs_of(paths, notes, label):
+    """Mean of each metric over the llama.cpp runs in `paths` ("a.json+b.json"); a note gives
+    the runs' values when there are several."""
+    runs = [load(p) for p in paths.split("+")]
+    runs = [r for r in runs if r]
+    if not runs:
+        return {}
+    merged = dict(runs[0])
+    for k, _ in COLS:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        merged[k] = sum(vals) / len(vals) if vals else None
+    if len(runs) > 1:
+        spread = ", ".join(f"{t} " + " / ".join(f"{r[k]:.1f}" for r in runs if r.get(k) is not None)
+                           for k, t in COLS)
+        notes.append(f"{label}: llama.cpp before / after our rows (the table has their mean): {spread}")
+    return merged
+
+
 def table(rows):
     head = "| model | weights (theirs / ours) | " + " | ".join(f"{t} ours / llama.cpp (ratio)" for _, t in COLS) + " |"
     lines = [head, "|" + "---|" * (2 + len(COLS))]
     notes = []
+    seen = {}
     for model, tw, ow, tpath, opath in rows:
-        theirs, ours = (json.load(open(p)) if os.path.exists(p) else {} for p in (tpath, opath))
+        if tpath not in seen:
+            seen[tpath] = theirs_of(tpath, notes, f"{model} {tw}")
+        theirs, ours = seen[tpath], load(opath)
         cells = [cell(ours.get(k), theirs.get(k)) for k, _ in COLS]
         lines.append(f"| {model} | {tw} / {ow} | " + " | ".join(cells) + " |")
         if ours.get("ctx_fill") == "zeroed-cache":

@@ -151,6 +151,10 @@ impl Model {
     /// the next-token logits (vocab), which live in `s.logits`. No allocation: every buffer is
     /// in `s` or `kv`.
     pub fn forward<'s>(&self, token: u32, pos: usize, kv: &mut KvCache, s: &'s mut Scratch) -> Result<&'s [f32]> {
+        on_pool(|| self.forward_step(token, pos, kv, s))
+    }
+
+    fn forward_step<'s>(&self, token: u32, pos: usize, kv: &mut KvCache, s: &'s mut Scratch) -> Result<&'s [f32]> {
         let c = &self.config;
         let hd = c.head_dim;
         if token as usize >= c.vocab_size {
@@ -202,6 +206,10 @@ impl Model {
     /// into `logits` (vocab). Same equations as [`Model::forward`], m rows at a time; every id is
     /// checked before the cache is touched. m ≤ `s.rows()`.
     pub fn forward_batch(&self, ids: &[u32], pos0: usize, kv: &mut KvCache, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
+        on_pool(|| self.forward_batch_step(ids, pos0, kv, s, logits))
+    }
+
+    fn forward_batch_step(&self, ids: &[u32], pos0: usize, kv: &mut KvCache, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
         let c = &self.config;
         let m = ids.len();
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
@@ -270,5 +278,19 @@ impl Model {
         ops::rmsnorm(&mut xb[..h], last, &self.norm, c.rms_norm_eps);
         ops::linear(&self.lm_head, &xb[..h], logits, self.activations);
         Ok(())
+    }
+}
+
+/// Runs `f` (one forward pass) on a worker of the rayon pool. A decode step runs ~90 parallel
+/// loops (every linear and attention): started on a worker, each goes to that worker's own
+/// queue, where its peers, still spinning from the last loop, pick it up; started from outside
+/// the pool (a dirty scheduler, the caller's thread), each would be injected and the caller
+/// parked and woken again. Measured on 2 cores, bf16 TinyLlama decode: +4.5 % (median of 8
+/// alternating rounds).
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }
