@@ -106,109 +106,44 @@ unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [u16]) -> usize {
     i
 }
 
-/// x split exactly into three bf16 terms, x = hi + mid + lo (8 significant bits each, 24 in
-/// all: f32's precision), written as dst = [hi (k) | mid (k) | lo (k)], dst.len() = 3k. The bf16
-/// decode GEMV multiplies each term by the weight in `vdpbf16ps` (products exact in f32), so it
-/// keeps f32 activations while doing 32 multiply-adds per instruction. `false` without
-/// AVX512_BF16.
-pub fn split_bf16x3(x: &[f32], dst: &mut [u16]) -> bool {
-    let k = x.len();
-    if !avx512_bf16() || dst.len() != 3 * k {
-        return false;
-    }
-    let (hi, rest) = dst.split_at_mut(k);
-    let (mid, lo) = rest.split_at_mut(k);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX512_BF16 present; whole 16-lane steps below k in x and each third of dst.
-    let i = unsafe { split_bf16x3_avx512(x, hi, mid, lo) };
-    #[cfg(not(target_arch = "x86_64"))]
-    let i = 0;
-    let up = |b: u16| f32::from_bits((b as u32) << 16);
-    for j in i..k {
-        hi[j] = half::bf16::from_f32(x[j]).to_bits();
-        let r = x[j] - up(hi[j]);
-        mid[j] = half::bf16::from_f32(r).to_bits();
-        lo[j] = half::bf16::from_f32(r - up(mid[j])).to_bits();
-    }
-    true
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx2")]
-unsafe fn split_bf16x3_avx512(x: &[f32], hi: &mut [u16], mid: &mut [u16], lo: &mut [u16]) -> usize {
-    let up = |b: __m256bh| _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(b)), 16));
-    let st = |d: *mut u16, b: __m256bh| _mm256_storeu_si256(d as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(b));
-    let mut i = 0;
-    while i + 16 <= x.len() {
-        let v = _mm512_loadu_ps(x.as_ptr().add(i));
-        let h = _mm512_cvtneps_pbh(v);
-        let r = _mm512_sub_ps(v, up(h));
-        let m = _mm512_cvtneps_pbh(r);
-        let l = _mm512_cvtneps_pbh(_mm512_sub_ps(r, up(m)));
-        st(hi.as_mut_ptr().add(i), h);
-        st(mid.as_mut_ptr().add(i), m);
-        st(lo.as_mut_ptr().add(i), l);
-        i += 16;
-    }
-    i
-}
-
-/// Σ w[i]·x[i] for a bf16 row (`row`: 2k little-endian bytes, any alignment) against x given as
-/// `terms` bf16 vectors of k (`xt` = [t0 | t1 | ..], terms·k): 3 from [`split_bf16x3`] (exact
-/// f32 x: the products are the f32 dot's, summed in another order), or 1, x rounded to bf16
-/// (`Activations::Bf16`). One `vdpbf16ps` per term per 32 weights. `None` without AVX512_BF16
-/// or for another number of terms.
-pub fn dot_bf16_terms(row: &[u8], xt: &[u16], terms: usize) -> Option<f32> {
-    let k = xt.len() / terms.max(1);
-    if !avx512_bf16() || row.len() < 2 * k || xt.len() != terms * k {
+/// Σ w[i]·x[i] for a bf16 row (`row`: 2k little-endian bytes, any alignment) against x rounded
+/// to bf16 (`xb`, k; `Activations::Bf16`), summed in f32: one `vdpbf16ps` per 32 weights. `None`
+/// without AVX512_BF16.
+pub fn dot_bf16_bf16(row: &[u8], xb: &[u16]) -> Option<f32> {
+    let k = xb.len();
+    if !avx512_bf16() || row.len() < 2 * k {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX512_BF16 present; loads stay below 2k bytes of row and k u16 of each term.
-    return match terms {
-        1 => Some(unsafe { dot_bf16_terms_avx512::<1>(row.as_ptr(), xt, k) }),
-        3 => Some(unsafe { dot_bf16_terms_avx512::<3>(row.as_ptr(), xt, k) }),
-        _ => None,
-    };
+    // SAFETY: AVX512_BF16 present; loads stay below 2k bytes of row and k u16 of xb.
+    return Some(unsafe { dot_bf16_bf16_avx512(row.as_ptr(), xb) });
     #[allow(unreachable_code)]
     None
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn dot_bf16_terms_avx512<const T: usize>(row: *const u8, xt: &[u16], k: usize) -> f32 {
+unsafe fn dot_bf16_bf16_avx512(row: *const u8, xb: &[u16]) -> f32 {
     let ld = |p: *const u16| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(p as *const __m512i)) };
-    let x = |t: usize| xt.as_ptr().add(t * k);
-    let w16 = row as *const u16;
-    // two independent chains per term (64 weights per step) hide vdpbf16ps' latency
-    let mut acc = [[_mm512_setzero_ps(); 2]; T];
+    let (k, x, w16) = (xb.len(), xb.as_ptr(), row as *const u16);
+    // two independent chains (64 weights per step) hide vdpbf16ps' latency
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     // no software prefetch: one sequential stream per core is what the hardware prefetcher
     // serves best (measured on Zen 4: 27 vs 21 GB/s on one core with a 1–2 KB prefetch)
     while i + 64 <= k {
-        let (w0, w1) = (ld(w16.add(i)), ld(w16.add(i + 32)));
-        for (t, a) in acc.iter_mut().enumerate() {
-            a[0] = _mm512_dpbf16_ps(a[0], w0, ld(x(t).add(i)));
-            a[1] = _mm512_dpbf16_ps(a[1], w1, ld(x(t).add(i + 32)));
-        }
+        a0 = _mm512_dpbf16_ps(a0, ld(w16.add(i)), ld(x.add(i)));
+        a1 = _mm512_dpbf16_ps(a1, ld(w16.add(i + 32)), ld(x.add(i + 32)));
         i += 64;
     }
-    while i + 32 <= k {
-        let w0 = ld(w16.add(i));
-        for (t, a) in acc.iter_mut().enumerate() {
-            a[0] = _mm512_dpbf16_ps(a[0], w0, ld(x(t).add(i)));
-        }
+    if i + 32 <= k {
+        a0 = _mm512_dpbf16_ps(a0, ld(w16.add(i)), ld(x.add(i)));
         i += 32;
     }
-    let mut s = _mm512_setzero_ps();
-    for a in &acc {
-        s = _mm512_add_ps(s, _mm512_add_ps(a[0], a[1]));
-    }
-    let mut sum = _mm512_reduce_add_ps(s);
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     let up = |b: u16| f32::from_bits((b as u32) << 16);
     while i < k {
-        let w = up(std::ptr::read_unaligned(w16.add(i)));
-        sum += w * (0..T).map(|t| up(*x(t).add(i))).sum::<f32>();
+        sum += up(std::ptr::read_unaligned(w16.add(i))) * up(*x.add(i));
         i += 1;
     }
     sum
@@ -425,9 +360,8 @@ unsafe fn dot16_avx512(row: *const u8, kind: Half, x: &[f32]) -> f32 {
     let xp = x.as_ptr();
     let (mut a0, mut a1, mut a2, mut a3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
+    // no software prefetch, as in dot_bf16_bf16
     while i + 64 <= k {
-        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(row.wrapping_add(2 * i + PREFETCH_AHEAD + 64) as *const i8, _MM_HINT_T0);
         a0 = _mm512_fmadd_ps(load16(row.add(2 * i), kind), _mm512_loadu_ps(xp.add(i)), a0);
         a1 = _mm512_fmadd_ps(load16(row.add(2 * (i + 16)), kind), _mm512_loadu_ps(xp.add(i + 16)), a1);
         a2 = _mm512_fmadd_ps(load16(row.add(2 * (i + 32)), kind), _mm512_loadu_ps(xp.add(i + 32)), a2);
@@ -468,7 +402,7 @@ unsafe fn load_e4m3(p: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(c, 7), _mm256_set1_epi16(0xBFFFu16 as i16)))
 }
 
-/// Bytes ahead of the current position that the row dots prefetch (the next row is contiguous,
+/// Bytes ahead of the current position that the fp8 row dots prefetch (the next row is contiguous,
 /// so the stream runs on across rows). 2 KB measured best for the fp8 decode GEMV from DRAM
 /// (k = 2048 and 5632, Zen 4; 1 KB was 5–10 % slower on down_proj).
 const PREFETCH_AHEAD: usize = 2048;
@@ -651,32 +585,7 @@ mod tests {
         }
     }
 
-    /// The three-term split is exact, and the bf16 x3 dot equals the f32 dot up to order.
-    #[test]
-    fn bf16_x3_split_is_exact_and_its_dot_matches() -> Result<()> {
-        for k in [5usize, 32, 64, 100, 2048, 5632 + 7] {
-            let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0 * (1.0 + i as f32 * 1e-3)).collect();
-            let mut x3 = vec![0u16; 3 * k];
-            if !split_bf16x3(&x, &mut x3) {
-                eprintln!("no AVX512_BF16: skipped");
-                return Ok(());
-            }
-            let up = |b: u16| f32::from_bits((b as u32) << 16);
-            for j in 0..k {
-                assert_eq!(up(x3[j]) + up(x3[k + j]) + up(x3[2 * k + j]), x[j], "split of x[{j}]");
-            }
-            let w: Vec<u16> = (0..k).map(|i| half::bf16::from_f32(((i * 53 % 97) as f32 - 48.0) / 77.0).to_bits()).collect();
-            let mut bytes = vec![0u8];
-            bytes.extend(w.iter().flat_map(|b| b.to_le_bytes()));
-            let want: f32 = w.iter().zip(&x).map(|(&b, v)| up(b) * v).sum();
-            let mag: f32 = w.iter().zip(&x).map(|(&b, v)| (up(b) * v).abs()).sum();
-            let got = dot_bf16_terms(&bytes[1..], &x3, 3).ok_or_else(|| Error::Internal("no x3 dot".into()))?;
-            assert!(close(got, want, mag), "k={k}: {got} vs {want}");
-        }
-        Ok(())
-    }
-
-    /// The bf16-activation dots (one term; fp8 rounded to bf16) against their scalar twin:
+    /// The bf16-activation dots (bf16 weights; fp8 rounded to bf16) against their scalar twin:
     /// Σ bf16_round(w)·bf16_round(x) in f64.
     #[test]
     fn bf16_activation_dots_match_the_rounded_products() -> Result<()> {
@@ -697,7 +606,7 @@ mod tests {
             let bytes: Vec<u8> = w.iter().flat_map(|b| b.to_le_bytes()).collect();
             let want: f64 = w.iter().zip(&xr).map(|(&b, v)| f32::from_bits((b as u32) << 16) as f64 * v).sum();
             let mag: f64 = w.iter().zip(&xr).map(|(&b, v)| (f32::from_bits((b as u32) << 16) as f64 * v).abs()).sum();
-            let got = dot_bf16_terms(&bytes, &xb, 1).ok_or_else(|| Error::Internal("no bf16 dot".into()))?;
+            let got = dot_bf16_bf16(&bytes, &xb).ok_or_else(|| Error::Internal("no bf16 dot".into()))?;
             assert!(close(got, want as f32, mag as f32), "bf16 k={k}: {got} vs {want}");
             // fp8 weights, every blocking
             let wf: Vec<f32> = (0..2 * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
