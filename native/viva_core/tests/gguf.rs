@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use viva_core::gguf::{unpermute_qk, Gguf, GgufValue};
+use viva_core::tensor::DType;
 use viva_core::Error;
 
 /// A minimal GGUF writer (the format's own description, version 2 or 3).
@@ -260,6 +261,57 @@ fn unpermute_inverts_llama_cpp_qk_permutation() {
     }
     assert_ne!(permuted, hf);
     assert_eq!(unpermute_qk(&permuted, heads, cols), hf);
+}
+
+/// `to_checkpoint` keeps F32/F16/BF16 tensors in their dtype (views of the mapped file; q/k a
+/// reordered copy) and dequantizes block formats to f32; every value equals the f32 route
+/// (dequantize, then unpermute q/k).
+#[test]
+fn checkpoint_keeps_16_bit_tensors_and_matches_the_f32_route() {
+    let u32v = |v: u32| v.to_le_bytes().to_vec();
+    let vals = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 31 + seed * 17) % 61) as f32 - 30.0) / 16.0).collect() };
+    let bf = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect() };
+    let hf16 = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect() };
+    let mut w = Writer::new(3);
+    w.kv("general.architecture", 8, s("llama"))
+        .kv("llama.embedding_length", 4, u32v(16))
+        .kv("llama.attention.head_count", 4, u32v(2))
+        .kv("llama.attention.head_count_kv", 4, u32v(1))
+        .kv("llama.block_count", 4, u32v(1))
+        .kv("llama.feed_forward_length", 4, u32v(32))
+        .kv("llama.context_length", 4, u32v(64))
+        .kv("llama.vocab_size", 4, u32v(8));
+    let qi: [i8; 32] = std::array::from_fn(|i| (i as i8 - 16) * 5);
+    let mut down = vec![];
+    (0..16).for_each(|_| down.extend(q8_0(&qi, 0.01).0));
+    w.tensor("token_embd.weight", &[16, 8], 0, f32s(&vals(128, 1)))
+        .tensor("blk.0.attn_q.weight", &[16, 16], 30, bf(&vals(256, 2)))
+        .tensor("blk.0.attn_k.weight", &[16, 8], 1, hf16(&vals(128, 3)))
+        .tensor("blk.0.attn_v.weight", &[16, 8], 30, bf(&vals(128, 4)))
+        .tensor("blk.0.ffn_down.weight", &[32, 16], 8, down);
+    let g = Gguf::open(&tmp("ckpt.gguf", &w.bytes())).unwrap();
+    let cfg = g.llama_config().unwrap();
+    let ck = g.to_checkpoint(&cfg).unwrap();
+    let cases = [
+        ("token_embd.weight", "model.embed_tokens.weight", DType::F32, None),
+        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", DType::BF16, Some(2)),
+        ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", DType::F16, Some(1)),
+        ("blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj.weight", DType::BF16, None),
+        ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight", DType::F32, None),
+    ];
+    for (name, hf, dtype, heads) in cases {
+        let t = ck.get(hf).unwrap();
+        let (shape, mut want) = g.dequantize(name).unwrap();
+        if let Some(h) = heads {
+            want = unpermute_qk(&want, h, shape[1]);
+        }
+        assert_eq!((t.dtype, &t.shape), (dtype, &shape), "{name}");
+        assert_eq!((0..t.numel()).map(|i| t.get_f32(i)).collect::<Vec<_>>(), want, "{name}");
+        if heads.is_none() && dtype != DType::F32 || name == "token_embd.weight" {
+            // a view of the file: its bytes are the file's, at the tensor's offset
+            assert_eq!(t.file_offset(), g.tensor_info(name).unwrap().start, "{name} is not a view");
+        }
+    }
 }
 
 /// The real SmolLM2-135M-Instruct Q4_1 file against test/fixtures/gguf/smollm2_probe.json
