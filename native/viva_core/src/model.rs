@@ -116,27 +116,27 @@ impl Model {
                 attn_norm: norm_weight(ckpt, &format!("{p}.input_layernorm.weight"), h)?,
                 qkv: Linear::fuse(
                     &[
-                        w("self_attn.q_proj.weight", &[q, h])?,
-                        w("self_attn.k_proj.weight", &[kv, h])?,
-                        w("self_attn.v_proj.weight", &[kv, h])?,
+                        &w("self_attn.q_proj.weight", &[q, h])?,
+                        &w("self_attn.k_proj.weight", &[kv, h])?,
+                        &w("self_attn.v_proj.weight", &[kv, h])?,
                     ],
                     format,
                 )?,
-                wo: Linear::fuse(&[w("self_attn.o_proj.weight", &[h, q])?], format)?,
+                wo: Linear::fuse(&[&w("self_attn.o_proj.weight", &[h, q])?], format)?,
                 mlp_norm: norm_weight(ckpt, &format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate_up: Linear::fuse(&[w("mlp.gate_proj.weight", &[inter, h])?, w("mlp.up_proj.weight", &[inter, h])?], format)?,
-                down: Linear::fuse(&[w("mlp.down_proj.weight", &[h, inter])?], format)?,
+                gate_up: Linear::fuse(&[&w("mlp.gate_proj.weight", &[inter, h])?, &w("mlp.up_proj.weight", &[inter, h])?], format)?,
+                down: Linear::fuse(&[&w("mlp.down_proj.weight", &[h, inter])?], format)?,
             });
             on_layer(i);
         }
         let norm = norm_weight(ckpt, "model.norm.weight", h)?;
         let head_t = if config.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
-            embed_t
+            embed_t.clone()
         } else {
             ckpt.get_shaped("lm_head.weight", &[vocab, h])?
         };
-        let lm_head = Linear::fuse(&[head_t], format)?;
-        let embed = Embedding::new(embed_t, format);
+        let lm_head = Linear::fuse(&[&head_t], format)?;
+        let embed = Embedding::new(&embed_t, format);
         let inv_freq = ops::rope_inv_freq(&config);
         Ok(Model { config, format, activations: Activations::F32, embed, layers, norm, lm_head, inv_freq })
     }

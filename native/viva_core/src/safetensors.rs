@@ -29,7 +29,13 @@ const MAX_HEADER_LEN: u64 = 100_000_000;
 enum Entry {
     Tensor(TensorView),
     Unsupported { dtype: String },
+    /// Made on each `get` (a block-quantized GGUF tensor dequantized to f32): the model
+    /// builder holds one layer's f32 at a time instead of the whole checkpoint's.
+    Lazy(MakeTensor),
 }
+
+/// Makes a tensor on demand (see [`Checkpoint::add_lazy`]).
+pub type MakeTensor = Box<dyn Fn() -> Result<TensorView> + Send + Sync>;
 
 /// An opened checkpoint: all tensors of all its files, by HF name.
 pub struct Checkpoint {
@@ -52,6 +58,12 @@ impl Checkpoint {
     pub fn from_tensors(dir: PathBuf, files: Vec<PathBuf>, tensors: Vec<TensorView>) -> Self {
         let tensors = tensors.into_iter().map(|t| (t.name.clone(), Entry::Tensor(t))).collect();
         Checkpoint { dir, files, tensors }
+    }
+
+    /// Adds a tensor made by `make` on every `get` (nothing is kept): for tensors that must be
+    /// converted (dequantized) and would otherwise all sit in memory until the model is built.
+    pub fn add_lazy(&mut self, name: String, make: MakeTensor) {
+        self.tensors.insert(name, Entry::Lazy(make));
     }
 
     /// Opens a `.safetensors` file, a `model.safetensors.index.json`, or a folder holding
@@ -174,9 +186,10 @@ impl Checkpoint {
 
     /// The tensor called `name` (HF name) → `MissingTensor`, or `UnsupportedDtype` when it
     /// is stored in a dtype other than F32/F16/BF16.
-    pub fn get(&self, name: &str) -> Result<&TensorView> {
+    pub fn get(&self, name: &str) -> Result<TensorView> {
         match self.tensors.get(name) {
-            Some(Entry::Tensor(t)) => Ok(t),
+            Some(Entry::Tensor(t)) => Ok(t.clone()),
+            Some(Entry::Lazy(make)) => make(),
             Some(Entry::Unsupported { dtype }) => {
                 Err(Error::UnsupportedDtype { name: name.to_string(), dtype: dtype.clone() })
             }
@@ -185,7 +198,7 @@ impl Checkpoint {
     }
 
     /// Like `get`, and the shape must be exactly `shape`.
-    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<&TensorView> {
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<TensorView> {
         let t = self.get(name)?;
         if t.shape != shape {
             return Err(Error::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), got: t.shape.clone() });

@@ -237,13 +237,7 @@ impl Gguf {
 
     /// A tensor as f32, with its row-major shape.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let t = self.tensor_info(name)?;
-        let ty = GgmlType::from_u32(t.ggml_type)
-            .ok_or_else(|| Error::UnsupportedDtype { name: name.to_string(), dtype: format!("ggml type {}", t.ggml_type) })?;
-        let mut out = vec![0.0f32; t.numel()];
-        dequantize_into(ty, &self.storage.bytes()[t.start..t.start + t.len], &mut out)
-            .map_err(|detail| Error::bad_format(&self.path, format!("{name}: {detail}")))?;
-        Ok((t.shape(), out))
+        dequantize_tensor(&self.storage, self.tensor_info(name)?, &self.path)
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -327,6 +321,16 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
         }
     }
     Ok((version, metadata, tensors))
+}
+
+/// Tensor `t` of the file mapped in `storage` (`path`, for errors) as f32, with its row-major shape.
+fn dequantize_tensor(storage: &Storage, t: &TensorInfo, path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let ty = GgmlType::from_u32(t.ggml_type)
+        .ok_or_else(|| Error::UnsupportedDtype { name: t.name.clone(), dtype: format!("ggml type {}", t.ggml_type) })?;
+    let mut out = vec![0.0f32; t.numel()];
+    dequantize_into(ty, &storage.bytes()[t.start..t.start + t.len], &mut out)
+        .map_err(|detail| Error::bad_format(path, format!("{}: {detail}", t.name)))?;
+    Ok((t.shape(), out))
 }
 
 /// Undoes llama.cpp's conversion-time reordering of q_proj / k_proj rows. The converter
@@ -433,10 +437,13 @@ impl Gguf {
     /// Every Llama tensor under its HF name, q_proj / k_proj rows put back in HF's rotate-half
     /// order: a `Checkpoint` the model builder reads like safetensors. F32/F16/BF16 tensors stay
     /// in their dtype, as views of the mapped file (q/k: a reordered copy of their bytes); the
-    /// block-quantized ones are dequantized to f32. Copying a BF16 file's weights into f32 first
-    /// doubled them in memory and made the load of a 1.1B model ~13 s (page faults of 6.6 GB).
+    /// block-quantized ones are dequantized to f32 when the model builder asks for them (lazy
+    /// entries: one layer's f32 in memory at a time, not the whole model's). Copying a BF16
+    /// file's weights into f32 first doubled them in memory and made the load of a 1.1B model
+    /// ~13 s (page faults of 6.6 GB).
     pub fn to_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
         let mut out = Vec::new();
+        let mut lazy: Vec<(String, crate::safetensors::MakeTensor)> = Vec::new();
         for name in self.tensor_names() {
             let Some(hf) = hf_name(name) else { continue };
             let heads = if hf.ends_with("q_proj.weight") {
@@ -464,16 +471,25 @@ impl Gguf {
                 }
                 (Some(dt), _, _) => TensorView::new(hf, dt, shape, self.storage.clone(), t.start, t.len),
                 (None, _, _) => {
-                    let (shape, mut data) = self.dequantize(name)?;
-                    if let (Some(h), [_, cols]) = (heads, shape.as_slice()) {
-                        data = unpermute_qk(&data, h, *cols);
-                    }
-                    TensorView::from_f32_vec(&hf, shape, data)
+                    let (storage, t, path, key) = (self.storage.clone(), t.clone(), self.path.clone(), hf.clone());
+                    let make = move || {
+                        let (shape, mut data) = dequantize_tensor(&storage, &t, &path)?;
+                        if let (Some(h), [_, cols]) = (heads, shape.as_slice()) {
+                            data = unpermute_qk(&data, h, *cols);
+                        }
+                        Ok(TensorView::from_f32_vec(&hf, shape, data))
+                    };
+                    lazy.push((key, Box::new(make)));
+                    continue;
                 }
             };
             out.push(view);
         }
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(crate::safetensors::Checkpoint::from_tensors(dir, vec![self.path.clone()], out))
+        let mut ckpt = crate::safetensors::Checkpoint::from_tensors(dir, vec![self.path.clone()], out);
+        for (name, make) in lazy {
+            ckpt.add_lazy(name, make);
+        }
+        Ok(ckpt)
     }
 }
