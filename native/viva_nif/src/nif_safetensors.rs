@@ -114,8 +114,8 @@ fn safetensors_read_tensor_bf16<'a>(env: Env<'a>, p: Term<'a>, n: Term<'a>) -> T
         let ckpt = engine(env, Checkpoint::open(&path_arg(env, p, path())?))?;
         let tensor_name: String = n.decode().map_err(|_| bad(env, name(), n))?;
         let t = engine(env, ckpt.get(&tensor_name))?;
-        let mut out = alloc_binary(env, convert::bf16_len(t))?;
-        engine(env, convert::write_bf16(t, out.as_mut_slice()))?;
+        let mut out = alloc_binary(env, convert::bf16_len(&t))?;
+        engine(env, convert::write_bf16(&t, out.as_mut_slice()))?;
         Ok(ok(env, (t.shape.as_slice(), out.release(env))))
     })
 }
