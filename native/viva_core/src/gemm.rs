@@ -91,10 +91,9 @@ fn tile_major<T: Copy + Default, const G: usize>(band: &[T], tiled: &mut Vec<T>,
     tiled.clear();
     tiled.resize(band.len(), T::default());
     for (src, dst) in band.chunks_exact(RT * kp).zip(tiled.chunks_exact_mut(RT * kp)) {
-        let rows: Vec<&[T]> = src.chunks_exact(kp).collect();
         for (q, d) in dst.chunks_exact_mut(RT * G).enumerate() {
-            for (r, row) in rows.iter().enumerate() {
-                d[r * G..(r + 1) * G].copy_from_slice(&row[q * G..(q + 1) * G]);
+            for r in 0..RT {
+                d[r * G..(r + 1) * G].copy_from_slice(&src[r * kp + q * G..r * kp + (q + 1) * G]);
             }
         }
     }
@@ -133,6 +132,7 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
         // expansion then reads them from cache, not DRAM (a task runs the bands after its own)
         let next = row_span(w, r0 + rows, (r0 + rows + BAND_ROWS).min(n));
         let tiles = rows_pad / RT * (m_pad / NT);
+        let tm = m_pad / NT >= TILE_MAJOR_PANELS;
         let share = |rt: usize, p: usize| {
             let (i, lines) = ((rt / RT) * (m_pad / NT) + p, next.len().div_ceil(64));
             next.get(i * lines / tiles * 64..((i + 1) * lines / tiles * 64).min(next.len())).unwrap_or(&[])
@@ -146,7 +146,6 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                 for (i, dst) in wb.chunks_exact_mut(kp).take(rows).enumerate() {
                     expand_row_bf16(w, r0 + i, &mut dst[..k]);
                 }
-                let tm = m_pad / NT >= TILE_MAJOR_PANELS;
                 if tm {
                     tile_major::<u16, 2>(wb, tiled, kp);
                 }
@@ -174,7 +173,6 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                     dst[..k].iter_mut().for_each(|v| *v = crate::simd::bf16_round(*v));
                 }
             }
-            let tm = m_pad / NT >= TILE_MAJOR_PANELS;
             if tm {
                 tile_major::<f32, 1>(wf, tiled, kp);
             }

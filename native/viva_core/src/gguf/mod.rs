@@ -466,7 +466,7 @@ impl Gguf {
                     return Err(Error::bad_format(&self.path, format!("{name}: {} bytes for {} {dt:?} values", t.len, t.numel())));
                 }
                 (Some(dt), Some(h), [_, cols]) => {
-                    let bytes = unpermute_qk(&self.storage.bytes()[t.start..t.start + t.len], h, cols * dt.size());
+                    let bytes = unpermute_qk(self.tensor_bytes(name)?, h, cols * dt.size());
                     TensorView::new(hf, dt, shape, Arc::new(Storage::Heap(bytes)), 0, t.len)
                 }
                 (Some(dt), _, _) => TensorView::new(hf, dt, shape, self.storage.clone(), t.start, t.len),
