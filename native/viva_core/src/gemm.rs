@@ -4,9 +4,10 @@
 //! Shape of the work (outer-product form, so no horizontal sums): the activations are packed
 //! once per GEMM into panels of `NT` tokens, k-major (`[k][NT]` f32, or `[k/2][NT]` bf16 pairs),
 //! so one 512-bit load is 16 tokens' values at one k. W's rows are split into bands of
-//! `BAND_ROWS` (one rayon task each); a task expands its rows once into a thread-local f32 buffer
-//! (a copy/convert row by row; rounded to bf16 in one more pass for the bf16 kernel) and
-//! reorders it tile-major ([`tile_major`]: each 12-row tile k-major), then for every
+//! `BAND_ROWS` (one rayon task each); a task expands its rows once into a thread-local buffer,
+//! straight into tile-major order ([`expand_tiled`]: f32, or bf16 pairs for the bf16 kernel;
+//! each 12-row tile as k blocks of 16 units × 12 rows, one 512-bit store per row and block),
+//! then for every
 //! 12-row × 32-token tile keeps 24 accumulators (row r × 16 tokens) in registers for the whole
 //! k: per k step (one k in f32, a k pair in bf16) 2 panel loads, 12 broadcasts of a weight and
 //! 24 multiply-adds. Bytes from L2 per multiply-add stay ~7, well under its bandwidth. Each
@@ -73,30 +74,29 @@ pub struct GemmBuf {
 }
 
 thread_local! {
-    /// One band of expanded weight rows per worker: (BAND_ROWS, kp) row-major, then the same
-    /// values tile-major ([`tile_major`]) for the tile kernels.
-    static BAND_F32: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    static BAND_BF16: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// One band of expanded weight rows per worker, row-major (rows_pad, kp), where
+    /// [`expand_tiled`] does not run (no AVX-512, bf16 numerics on the f32 tiles).
+    static BAND_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BAND_BF16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// One band straight from [`expand_tiled`], tile-major: (rows_pad, tm_units(kp)) f32 bits
+    /// or (rows_pad, tm_units(kp / 2)) bf16 pairs, plus room to start on a 64-byte boundary.
+    static BAND_TILED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// From this many token panels on, a band is reordered tile-major before its tiles run: the
-/// reorder costs about one panel's tiles, and each panel's tiles then run ~1.5× faster.
-const TILE_MAJOR_PANELS: usize = 4;
+/// `v`'s bits as f32 (the f32 tiles' view of a [`BAND_TILED`] band).
+fn bits_as_f32(v: &[u32]) -> &[f32] {
+    // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is an f32.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
+}
 
-/// A band's rows (rows_pad × kp, row-major) → tile-major: RT-row tile t holds [kp / G][RT][G]
-/// (G consecutive k of a row together: 1 for f32, a bf16 pair for 2), so a tile's k step
-/// broadcasts from one contiguous run of RT·G values. Read from RT rows kp apart instead, the
-/// f32 tile ran at 64 % of the FMA peak, tile-major at 98 % (one core, operands in cache).
-fn tile_major<T: Copy + Default, const G: usize>(band: &[T], tiled: &mut Vec<T>, kp: usize) {
-    tiled.clear();
-    tiled.resize(band.len(), T::default());
-    for (src, dst) in band.chunks_exact(RT * kp).zip(tiled.chunks_exact_mut(RT * kp)) {
-        for (q, d) in dst.chunks_exact_mut(RT * G).enumerate() {
-            for r in 0..RT {
-                d[r * G..(r + 1) * G].copy_from_slice(&src[r * kp + q * G..r * kp + (q + 1) * G]);
-            }
-        }
+/// `v` as its u16 halves, little-endian order (the bf16 tiles' view of a band of pairs).
+fn pairs_as_u16(v: &[u32]) -> Option<&[u16]> {
+    if !cfg!(target_endian = "little") {
+        return None;
     }
+    // SAFETY: u16's alignment divides u32's, the view covers exactly the 2·len halves, and
+    // any bits are a u16.
+    Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u16, v.len() * 2) })
 }
 
 /// `out (m × n) = x (m × k) · Wᵀ` with the kernel `kernel_for(act)`.
@@ -132,39 +132,72 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
         // expansion then reads them from cache, not DRAM (a task runs the bands after its own)
         let next = row_span(w, r0 + rows, (r0 + rows + BAND_ROWS).min(n));
         let tiles = rows_pad / RT * (m_pad / NT);
-        let tm = m_pad / NT >= TILE_MAJOR_PANELS;
         let share = |rt: usize, p: usize| {
             let (i, lines) = ((rt / RT) * (m_pad / NT) + p, next.len().div_ceil(64));
             next.get(i * lines / tiles * 64..((i + 1) * lines / tiles * 64).min(next.len())).unwrap_or(&[])
         };
+        // `tm`: w is the band tile-major (expand_tiled), else row-major
+        let tile_f = |wt: &[f32], tm: bool, rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
+            let x = &pf[p * kp * NT..(p + 1) * kp * NT];
+            if tm {
+                tile_f32::<true>(kernel, x, wt, kp, share(rt, p), dst)
+            } else {
+                tile_f32::<false>(kernel, x, wt, kp, share(rt, p), dst)
+            }
+        };
+        let tile_b = |wt: &[u16], tm: bool, rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
+            let x = &pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT];
+            if tm {
+                tile_bf16::<true>(x, wt, kp, share(rt, p), dst)
+            } else {
+                tile_bf16::<false>(x, wt, kp, share(rt, p), dst)
+            }
+        };
+        // the band straight into tile-major order (AVX-512)
+        if !round {
+            let done = BAND_TILED.with(|bt| {
+                let mut tiled = bt.borrow_mut();
+                let span = tm_units(if kernel == Kernel::F32 { kp } else { kp / 2 });
+                // from a 64-byte boundary, so each k block of a row is one cache line
+                let need = rows_pad * span + 16;
+                if tiled.len() < need {
+                    tiled.resize(need, 0);
+                }
+                let off = tiled.as_ptr().align_offset(64).min(16);
+                let tiled = &mut tiled[off..off + rows_pad * span];
+                if !expand_tiled(kernel, w, r0, rows, k, kp, tiled) {
+                    return false;
+                }
+                match (kernel, pairs_as_u16(tiled)) {
+                    (Kernel::F32, _) => {
+                        let wf = bits_as_f32(tiled);
+                        for_tiles(m_pad, rows, |rt, p, dst| tile_f(&wf[rt * span..(rt + RT) * span], true, rt, p, dst), out_t);
+                    }
+                    (_, Some(wb)) => for_tiles(m_pad, rows, |rt, p, dst| tile_b(&wb[2 * rt * span..2 * (rt + RT) * span], true, rt, p, dst), out_t),
+                    (_, None) => return false,
+                }
+                true
+            });
+            if done {
+                return;
+            }
+        }
         if kernel == Kernel::Bf16 {
             // the band's rows as bf16 (bf16 weights copied, the others rounded row by row)
             BAND_BF16.with(|bb| {
-                let (wb, tiled) = &mut *bb.borrow_mut();
+                let wb = &mut *bb.borrow_mut();
                 wb.clear();
                 wb.resize(rows_pad * kp, 0);
                 for (i, dst) in wb.chunks_exact_mut(kp).take(rows).enumerate() {
                     expand_row_bf16(w, r0 + i, &mut dst[..k]);
                 }
-                if tm {
-                    tile_major::<u16, 2>(wb, tiled, kp);
-                }
-                let wb = if tm { &tiled[..] } else { &wb[..] };
-                let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
-                    let (x, wt) = (&pb[p * (kp / 2) * NT..(p + 1) * (kp / 2) * NT], &wb[rt * kp..(rt + RT) * kp]);
-                    if tm {
-                        tile_bf16::<true>(x, wt, kp, share(rt, p), dst)
-                    } else {
-                        tile_bf16::<false>(x, wt, kp, share(rt, p), dst)
-                    }
-                };
-                for_tiles(m_pad, rows, tile, out_t);
+                for_tiles(m_pad, rows, |rt, p, dst| tile_b(&wb[rt * kp..(rt + RT) * kp], false, rt, p, dst), out_t);
             });
             return;
         }
         // the band's rows as exact f32 (rounded to bf16 values under `round`)
         BAND_F32.with(|bf| {
-            let (wf, tiled) = &mut *bf.borrow_mut();
+            let wf = &mut *bf.borrow_mut();
             wf.clear();
             wf.resize(rows_pad * kp, 0.0);
             for (i, dst) in wf.chunks_exact_mut(kp).take(rows).enumerate() {
@@ -173,19 +206,7 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                     dst[..k].iter_mut().for_each(|v| *v = crate::simd::bf16_round(*v));
                 }
             }
-            if tm {
-                tile_major::<f32, 1>(wf, tiled, kp);
-            }
-            let wf = if tm { &tiled[..] } else { &wf[..] };
-            let tile = |rt: usize, p: usize, dst: &mut [[f32; NT]; RT]| {
-                let (x, wt) = (&pf[p * kp * NT..(p + 1) * kp * NT], &wf[rt * kp..(rt + RT) * kp]);
-                if tm {
-                    tile_f32::<true>(kernel, x, wt, kp, share(rt, p), dst)
-                } else {
-                    tile_f32::<false>(kernel, x, wt, kp, share(rt, p), dst)
-                }
-            };
-            for_tiles(m_pad, rows, tile, out_t);
+            for_tiles(m_pad, rows, |rt, p, dst| tile_f(&wf[rt * kp..(rt + RT) * kp], false, rt, p, dst), out_t);
         });
     });
     // (n, m_pad) → (m_pad, n), blocked (convert::transpose_into); the first m rows are `out`
@@ -377,11 +398,131 @@ pub fn linear_batch_ref(w: &Linear, x: &[f32], m: usize, act: Activations) -> Ve
     (0..m).flat_map(|t| crate::ops::linear_ref(w, &x[t * k..(t + 1) * k], act)).collect()
 }
 
-/// Index of weight (r, c) in a tile's RT rows: tile-major (`TM`, [kp][RT]) or row-major ([RT][kp]).
+/// One stored weight row as [`expand_tiled`] reads it: raw little-endian bytes (k values) or
+/// fp8 codes with their scales (scale of column c: c >> shift); `Zero` past the band.
+#[derive(Clone, Copy)]
+enum RowSrc<'a> {
+    Zero,
+    F32(&'a [u8]),
+    Bf16(&'a [u8]),
+    F16(&'a [u8]),
+    Fp8(&'a [u8], &'a [f32], u32),
+}
+
+/// Row `r` of `w` (k values) as a [`RowSrc`]; `None` where the 16-wide loads do not apply (fp8
+/// blocks that split a 16-vector, a big-endian target).
+fn row_src(w: &Linear, r: usize, k: usize) -> Option<RowSrc<'_>> {
+    match w {
+        Linear::Bf16 { data, .. } => crate::simd::u16_le_bytes(&data[r * k..(r + 1) * k]).map(RowSrc::Bf16),
+        // one scale per 16-vector, found by a shift (a division per vector doubled the
+        // expansion): power-of-two blocks of whole vectors, or one block for the row
+        Linear::Fp8(p) if p.block >= k || (p.block >= 16 && p.block.is_power_of_two()) => {
+            let (codes, scales) = p.row(r);
+            let shift = if p.block >= k { usize::BITS - 1 } else { p.block.trailing_zeros() };
+            Some(RowSrc::Fp8(codes, scales, shift))
+        }
+        Linear::Fp8(_) => None,
+        Linear::Native(parts) => {
+            let (p, pr) = native_row(parts, r)?;
+            let sz = p.dtype.size();
+            let bytes = p.bytes().get(pr * k * sz..(pr + 1) * k * sz)?;
+            match p.dtype {
+                _ if cfg!(target_endian = "big") => None,
+                crate::tensor::DType::F32 => Some(RowSrc::F32(bytes)),
+                crate::tensor::DType::BF16 => Some(RowSrc::Bf16(bytes)),
+                crate::tensor::DType::F16 => Some(RowSrc::F16(bytes)),
+            }
+        }
+    }
+}
+
+/// Rows r0..r0+rows of `w` (k columns) expanded straight into the tile-major band the tile
+/// kernels read (`at::<true>`; kernel F32: exact f32 as [`expand_row_f32`], kernel Bf16: bf16
+/// pairs as [`expand_row_bf16`]), zeros past `rows` and past k: all rows_pad × tm_units(units)
+/// elements of `dst` are written. A row's 16 units of one k block are one 512-bit vector, so
+/// this costs what a row-major expansion does (~0.25 ns/weight, one core). It replaced
+/// row-major expansion + a scalar reorder to [kp][RT] (~1.3 ns/weight: it only paid from 4
+/// token panels on, so pp32 ran its tiles from rows kp apart at 64 % of the FMA peak) — pp32
+/// +25-35 %, pp512 +7-17 % (TinyLlama, 2 Zen 4 cores, alternating runs).
+/// `false` (dst partly written) without AVX-512 (AVX512_BF16 for `Kernel::Bf16`) or for a
+/// weight [`row_src`] cannot read.
+fn expand_tiled(kernel: Kernel, w: &Linear, r0: usize, rows: usize, k: usize, kp: usize, dst: &mut [u32]) -> bool {
+    let ok = match kernel {
+        Kernel::F32 => crate::simd::avx512(),
+        Kernel::Bf16 => crate::simd::avx512_bf16(),
+        Kernel::Portable => false,
+    };
+    // elements per tile row in dst: kp f32, or kp / 2 bf16 pairs
+    let units = if kernel == Kernel::F32 { kp } else { kp / 2 };
+    let (rows_pad, span) = (rows.div_ceil(RT) * RT, tm_units(units));
+    if !ok || dst.len() < rows_pad * span || !kp.is_multiple_of(K_ALIGN) {
+        return false;
+    }
+    // whole 16-unit steps (16 columns, or 32 as 16 pairs); the rest element by element
+    let per_unit = kp / units;
+    let whole = k / (16 * per_unit) * 16;
+    let mut src = [RowSrc::Zero; RT];
+    for (t, tile) in dst[..rows_pad * span].chunks_exact_mut(RT * span).enumerate() {
+        for (i, s) in src.iter_mut().enumerate() {
+            let r = t * RT + i;
+            *s = if r < rows {
+                match row_src(w, r0 + r, k) {
+                    Some(v) => v,
+                    None => return false,
+                }
+            } else {
+                RowSrc::Zero
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the features were checked above; loads read units 0..whole of each row (k
+        // values ≥ whole·per_unit, fp8 scales c >> shift < k.div_ceil(block)); stores write
+        // whole·RT ≤ RT·units elements of `tile`.
+        unsafe {
+            expand_tile_avx512(kernel, &src, whole, tile.as_mut_ptr())
+        }
+        for u in whole..span {
+            for i in 0..RT {
+                let r = t * RT + i;
+                tile[at::<true>(i, u, span)] = if r >= rows || u >= units {
+                    0
+                } else if kernel == Kernel::F32 {
+                    if u < k { weight_at(w, r0 + r, u).to_bits() } else { 0 }
+                } else {
+                    let half = |c: usize| if c < k { bf16_at(w, r0 + r, c) as u32 } else { 0 };
+                    half(2 * u) | half(2 * u + 1) << 16
+                };
+            }
+        }
+    }
+    true
+}
+
+/// Element (r, c) of `w` as the bf16 bits [`expand_row_bf16`] gives it.
+fn bf16_at(w: &Linear, r: usize, c: usize) -> u16 {
+    let k = w.shape().1;
+    if let Some(b) = bf16_row_bytes(w, r, k) {
+        return u16::from_le_bytes([b[2 * c], b[2 * c + 1]]);
+    }
+    let mut out = [0u16];
+    crate::simd::f32_to_bf16(&[weight_at(w, r, c)], &mut out);
+    out[0]
+}
+
+/// Units (f32 values or bf16 pairs) per k block of the tile-major layout: one 512-bit vector.
+const KB: usize = 16;
+
+/// A tile-major tile row's length for `units` units: whole k blocks.
+fn tm_units(units: usize) -> usize {
+    units.div_ceil(KB) * KB
+}
+
+/// Index of unit (r, c) in a tile's RT rows: tile-major (`TM`, [kp / KB][RT][KB]: a k step's RT
+/// broadcasts come from RT lines that the next KB - 1 steps reuse) or row-major ([RT][kp]).
 #[inline(always)]
 fn at<const TM: bool>(r: usize, c: usize, kp: usize) -> usize {
     if TM {
-        c * RT + r
+        (c / KB) * (RT * KB) + r * KB + c % KB
     } else {
         r * kp + c
     }
@@ -453,6 +594,56 @@ unsafe fn tile_f32_avx512<const TM: bool>(panel: *const f32, w: *const f32, kp: 
     for r in 0..RT {
         _mm512_storeu_ps(dst[r].as_mut_ptr(), acc[r][0]);
         _mm512_storeu_ps(dst[r].as_mut_ptr().add(16), acc[r][1]);
+    }
+}
+
+/// 16 f32 of a row from column `c0` (exact: as `expand_row_f32` / `simd::fp8_row_to_f32`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn row_f32x16(s: RowSrc, c0: usize) -> __m512 {
+    match s {
+        RowSrc::Zero => _mm512_setzero_ps(),
+        RowSrc::F32(b) => _mm512_loadu_ps(b.as_ptr().add(4 * c0) as *const f32),
+        RowSrc::Bf16(b) => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b.as_ptr().add(2 * c0) as *const __m256i)), 16)),
+        RowSrc::F16(b) => _mm512_cvtph_ps(_mm256_loadu_si256(b.as_ptr().add(2 * c0) as *const __m256i)),
+        // (value / 256) · (scale · 256): one rounding, as fp8_row_to_f32
+        RowSrc::Fp8(codes, scales, shift) => _mm512_mul_ps(crate::simd::load_e4m3(codes.as_ptr().add(c0)), _mm512_set1_ps(*scales.get_unchecked(c0 >> shift) * 256.0)),
+    }
+}
+
+/// 16 bf16 pairs of a row from column `c0` (32 columns), as `expand_row_bf16`: bf16 bits as
+/// stored, anything else expanded exactly and rounded to nearest even (`vcvtneps2bf16`, as
+/// `simd::f32_to_bf16`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn row_pairs16(s: RowSrc, c0: usize) -> __m512i {
+    match s {
+        RowSrc::Zero => _mm512_setzero_si512(),
+        RowSrc::Bf16(b) => _mm512_loadu_si512(b.as_ptr().add(2 * c0) as *const __m512i),
+        s => {
+            let lo: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(row_f32x16(s, c0)));
+            let hi: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(row_f32x16(s, c0 + 16)));
+            _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+        }
+    }
+}
+
+/// Units 0..whole (f32 values, or bf16 pairs for `Kernel::Bf16`; whole a multiple of KB) of a
+/// tile's RT rows into `dst` tile-major ([`at`]): each row's KB units are one 512-bit vector,
+/// loaded, converted and stored whole.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn expand_tile_avx512(kernel: Kernel, src: &[RowSrc; RT], whole: usize, dst: *mut u32) {
+    // row by row: one stream of codes (and scales) at a time, which the hardware prefetcher
+    // follows; the 12 rows side by side were 2x slower (12 streams of each)
+    for (i, s) in src.iter().enumerate() {
+        let mut u = 0;
+        while u < whole {
+            // block u / KB starts at (u / KB)·RT·KB = u·RT
+            let v = if kernel == Kernel::F32 { _mm512_castps_si512(row_f32x16(*s, u)) } else { row_pairs16(*s, 2 * u) };
+            _mm512_storeu_si512(dst.add(u * RT + i * KB) as *mut __m512i, v);
+            u += KB;
+        }
     }
 }
 
@@ -528,7 +719,7 @@ mod tests {
             .filter(|(k, _)| *k != Kernel::F32 || crate::simd::avx512())
             .collect();
         let mut buf = GemmBuf::default();
-        // m = 130: 5 token panels, the tile-major band layout (TILE_MAJOR_PANELS)
+        // m = 130: 5 token panels
         for (m, n, k) in [(1, 1, 16), (3, 5, 48), (4, 16, 64), (5, 17, 70), (9, 33, 256), (17, 40, 100), (130, 29, 70)] {
             let x = values(m * k, 3);
             for (name, w) in linears(n, k)? {
@@ -541,6 +732,49 @@ mod tests {
                             let mag: f64 = (0..k).map(|c| (weight_at(&w, r, c) as f64 * x[t * k + c] as f64).abs()).sum();
                             let (g, e) = (got[t * n + r], want[t * n + r]);
                             assert!(((g - e).abs() as f64) <= 1e-5 * mag + 1e-30, "{name} {kernel:?} m{m} n{n} k{k} [{t},{r}]: {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fused tile-major expansion is bit-identical to the row expansion it replaces
+    /// (`expand_row_f32` / `expand_row_bf16`, read through `at::<true>`), zero padding included:
+    /// every format, bands with ragged rows, k with and without a 16/32 tail.
+    #[test]
+    fn fused_tile_major_expansion_matches_the_row_expansion() -> Result<()> {
+        for (n, k) in [(1usize, 16usize), (12, 32), (29, 70), (30, 96), (50, 130), (13, 2)] {
+            let kp = k.div_ceil(K_ALIGN) * K_ALIGN;
+            for (name, w) in linears(n, k)? {
+                for kernel in [Kernel::F32, Kernel::Bf16] {
+                    for (r0, rows) in [(0, n), (n / 3, n - n / 3)] {
+                        let rows_pad = rows.div_ceil(RT) * RT;
+                        let units = if kernel == Kernel::F32 { kp } else { kp / 2 };
+                        let span = tm_units(units);
+                        let mut got = vec![0xDEAD_BEEFu32; rows_pad * span];
+                        if !expand_tiled(kernel, &w, r0, rows, k, kp, &mut got) {
+                            // only where the CPU lacks the kernel's instructions
+                            let has = if kernel == Kernel::F32 { crate::simd::avx512() } else { crate::simd::avx512_bf16() };
+                            assert!(!has, "{name} {kernel:?} n{n} k{k}: fused expansion refused");
+                            continue;
+                        }
+                        for r in 0..rows_pad {
+                            let (mut f, mut b) = (vec![0f32; kp], vec![0u16; kp]);
+                            if r < rows {
+                                expand_row_f32(&w, r0 + r, &mut f[..k]);
+                                expand_row_bf16(&w, r0 + r, &mut b[..k]);
+                            }
+                            for u in 0..span {
+                                let want = match u < units {
+                                    false => 0,
+                                    true if kernel == Kernel::F32 => f[u].to_bits(),
+                                    true => b[2 * u] as u32 | (b[2 * u + 1] as u32) << 16,
+                                };
+                                let at = (r / RT) * RT * span + at::<true>(r % RT, u, span);
+                                assert_eq!(got[at], want, "{name} {kernel:?} n{n} k{k} rows {r0}+{rows}: row {r} unit {u}");
+                            }
                         }
                     }
                 }

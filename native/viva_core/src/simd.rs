@@ -397,7 +397,7 @@ unsafe fn scale16(scales: &[f32], b: usize) -> __m512 {
 /// clearing bit 14 leaves the f16 bits of value/256.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn load_e4m3(p: *const u8) -> __m512 {
+pub(crate) unsafe fn load_e4m3(p: *const u8) -> __m512 {
     let c = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
     _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(c, 7), _mm256_set1_epi16(0xBFFFu16 as i16)))
 }
