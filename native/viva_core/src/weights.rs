@@ -72,21 +72,16 @@ impl Linear {
                 }
                 Linear::Bf16 { n, k, data }
             }
-            WeightFormat::Fp8(blocking) => {
-                // one part already f32 in memory (GGUF, f32 checkpoints): quantize it in place
-                if let [p] = parts {
-                    if let Some(w) = p.f32_slice() {
-                        return Ok(Linear::Fp8(PackedFp8::prepack(w, n, k, blocking)?));
-                    }
+            // row by row from the parts: no fused n × k f32 copy (its page faults were a large
+            // part of a GGUF load)
+            WeightFormat::Fp8(blocking) => Linear::Fp8(PackedFp8::prepack_rows(n, k, blocking, |r, row| {
+                let (mut r, mut i) = (r, 0);
+                while i + 1 < parts.len() && r >= parts[i].shape[0] {
+                    r -= parts[i].shape[0];
+                    i += 1;
                 }
-                let mut w = vec![0f32; n * k];
-                let mut off = 0;
-                for p in parts {
-                    p.read_f32_into(0, &mut w[off..off + p.numel()]);
-                    off += p.numel();
-                }
-                Linear::Fp8(PackedFp8::prepack(&w, n, k, blocking)?)
-            }
+                parts[i].read_f32_into(r * k, row);
+            })?),
         })
     }
 

@@ -314,6 +314,40 @@ fn checkpoint_keeps_16_bit_tensors_and_matches_the_f32_route() {
     }
 }
 
+/// Block-quantized q/k weights are dequantized row by row into HF order, in buffers the load
+/// reuses: every value equals the f32 route (dequantize, then unpermute), also when a tensor is
+/// made again in a buffer another tensor gave back.
+#[test]
+fn quantized_qk_rows_come_back_in_hf_order_in_reused_buffers() {
+    let u32v = |v: u32| v.to_le_bytes().to_vec();
+    let mut w = Writer::new(3);
+    w.kv("general.architecture", 8, s("llama"))
+        .kv("llama.embedding_length", 4, u32v(32))
+        .kv("llama.attention.head_count", 4, u32v(4))
+        .kv("llama.attention.head_count_kv", 4, u32v(2))
+        .kv("llama.block_count", 4, u32v(1))
+        .kv("llama.feed_forward_length", 4, u32v(64))
+        .kv("llama.context_length", 4, u32v(64))
+        .kv("llama.vocab_size", 4, u32v(8));
+    // every row different, so a misplaced row shows
+    let rows = |n: usize, salt: i32| -> Vec<u8> {
+        (0..n).flat_map(|r| q8_0(&std::array::from_fn(|i| ((i as i32 * 7 + r as i32 * 13 + salt) % 200 - 100) as i8), 0.01 + r as f32 * 0.001).0).collect()
+    };
+    w.tensor("blk.0.attn_q.weight", &[32, 32], 8, rows(32, 1)).tensor("blk.0.attn_k.weight", &[32, 16], 8, rows(16, 2));
+    let g = Gguf::open(&tmp("qk_q8.gguf", &w.bytes())).unwrap();
+    let ck = g.to_checkpoint(&g.llama_config().unwrap()).unwrap();
+    for _ in 0..2 {
+        for (name, hf, heads) in [("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 4), ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", 2)] {
+            let t = ck.get(hf).unwrap();
+            let (shape, v) = g.dequantize(name).unwrap();
+            let want = unpermute_qk(&v, heads, shape[1]);
+            assert_ne!(want, v, "{name}: the test needs rows that move");
+            assert_eq!((t.dtype, &t.shape), (DType::F32, &shape), "{name}");
+            assert_eq!((0..t.numel()).map(|i| t.get_f32(i)).collect::<Vec<_>>(), want, "{name}");
+        }
+    }
+}
+
 /// The real SmolLM2-135M-Instruct Q4_1 file against test/fixtures/gguf/smollm2_probe.json
 /// (llama.cpp's gguf package). `VIVA_SMOLLM2_GGUF=path cargo test -p viva_core --test gguf -- --ignored`
 #[test]

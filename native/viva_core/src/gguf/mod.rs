@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 pub use dequant::{dequantize_into, GgmlType};
 
 use crate::config::{ModelConfig, RopeScaling};
@@ -237,7 +239,10 @@ impl Gguf {
 
     /// A tensor as f32, with its row-major shape.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        dequantize_tensor(&self.storage, self.tensor_info(name)?, &self.path)
+        let t = self.tensor_info(name)?;
+        let mut out = vec![0f32; t.numel()];
+        dequantize_tensor(&self.storage, t, &self.path, None, &mut out)?;
+        Ok((t.shape(), out))
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -324,32 +329,48 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
 }
 
 /// Tensor `t` of the file mapped in `storage` (`path`, for errors) as f32, with its row-major shape.
-fn dequantize_tensor(storage: &Storage, t: &TensorInfo, path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+/// Tensor `t` dequantized to f32 into `out` (numel values); with `heads`, a q/k weight whose
+/// rows go back to HF's order on the way ([`qk_source_row`]), row by row across the pool.
+fn dequantize_tensor(storage: &Storage, t: &TensorInfo, path: &Path, heads: Option<usize>, out: &mut [f32]) -> Result<()> {
     let ty = GgmlType::from_u32(t.ggml_type)
         .ok_or_else(|| Error::UnsupportedDtype { name: t.name.clone(), dtype: format!("ggml type {}", t.ggml_type) })?;
-    let mut out = vec![0.0f32; t.numel()];
-    dequantize_into(ty, &storage.bytes()[t.start..t.start + t.len], &mut out)
-        .map_err(|detail| Error::bad_format(path, format!("{}: {detail}", t.name)))?;
-    Ok((t.shape(), out))
+    let bytes = &storage.bytes()[t.start..t.start + t.len];
+    let bad = |detail: String| Error::bad_format(path, format!("{}: {detail}", t.name));
+    let shape = t.shape();
+    let (Some(h), &[rows, cols]) = (heads, shape.as_slice()) else {
+        return dequantize_into(ty, bytes, out).map_err(bad);
+    };
+    let row_bytes = t.len / rows.max(1);
+    if out.len() != rows * cols || row_bytes * rows != t.len {
+        return Err(bad(format!("{} bytes for {rows} rows", t.len)));
+    }
+    out.par_chunks_mut(cols).enumerate().try_for_each(|(dst, o)| {
+        let src = qk_source_row(dst, rows / h.max(1));
+        dequantize_into(ty, &bytes[src * row_bytes..(src + 1) * row_bytes], o)
+    })
+    .map_err(bad)
 }
 
-/// Undoes llama.cpp's conversion-time reordering of q_proj / k_proj rows. The converter
-/// regroups each head's rows from HF's rotate-half order [half (2)][pair (d/2)] into
-/// interleaved order [pair (d/2)][half (2)] so ggml's RoPE can rotate adjacent rows; HF's
-/// row (h, half, i) is GGUF's row (h, i, half). `rows` is (n_heads · head_dim, cols), of any
-/// element (f32 values, or the raw bytes of a 16-bit tensor with cols = its row's bytes).
+/// llama.cpp's conversion regroups each q_proj / k_proj head's rows from HF's rotate-half order
+/// [half (2)][pair (d/2)] into interleaved order [pair (d/2)][half (2)] so ggml's RoPE can
+/// rotate adjacent rows: HF's row (h, half, i) is GGUF's row (h, i, half). This is the GGUF row
+/// HF row `dst` comes from, for heads of `head_dim` rows.
+fn qk_source_row(dst: usize, head_dim: usize) -> usize {
+    let half = (head_dim / 2).max(1);
+    let (h, rem) = (dst / head_dim.max(1), dst % head_dim.max(1));
+    h * head_dim + (rem % half) * 2 + rem / half
+}
+
+/// Undoes llama.cpp's q/k row reordering ([`qk_source_row`]) for `rows` (n_heads · head_dim,
+/// cols) of any element (f32 values, or the raw bytes of a 16-bit tensor with cols = its
+/// row's bytes).
 pub fn unpermute_qk<T: Copy + Default>(rows: &[T], n_heads: usize, cols: usize) -> Vec<T> {
-    let head_dim = rows.len() / cols.max(1) / n_heads.max(1);
-    let half = head_dim / 2;
+    let n = rows.len() / cols.max(1);
+    let head_dim = n / n_heads.max(1);
     let mut out = vec![T::default(); rows.len()];
-    for h in 0..n_heads {
-        for part in 0..2 {
-            for i in 0..half {
-                let src = (h * head_dim + i * 2 + part) * cols;
-                let dst = (h * head_dim + part * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&rows[src..src + cols]);
-            }
-        }
+    for (dst, o) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        let src = qk_source_row(dst, head_dim);
+        o.copy_from_slice(&rows[src * cols..(src + 1) * cols]);
     }
     out
 }
@@ -444,6 +465,8 @@ impl Gguf {
     pub fn to_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
         let mut out = Vec::new();
         let mut lazy: Vec<(String, crate::safetensors::MakeTensor)> = Vec::new();
+        // one layer's dequantized tensors at a time, in buffers reused from layer to layer
+        let pool = Arc::new(crate::tensor::F32Pool::default());
         for name in self.tensor_names() {
             let Some(hf) = hf_name(name) else { continue };
             let heads = if hf.ends_with("q_proj.weight") {
@@ -471,13 +494,11 @@ impl Gguf {
                 }
                 (Some(dt), _, _) => TensorView::new(hf, dt, shape, self.storage.clone(), t.start, t.len),
                 (None, _, _) => {
-                    let (storage, t, path, key) = (self.storage.clone(), t.clone(), self.path.clone(), hf.clone());
+                    let (storage, t, path, key, pool) = (self.storage.clone(), t.clone(), self.path.clone(), hf.clone(), pool.clone());
                     let make = move || {
-                        let (shape, mut data) = dequantize_tensor(&storage, &t, &path)?;
-                        if let (Some(h), [_, cols]) = (heads, shape.as_slice()) {
-                            data = unpermute_qk(&data, h, *cols);
-                        }
-                        Ok(TensorView::from_f32_vec(&hf, shape, data))
+                        let mut data = pool.take(t.numel());
+                        dequantize_tensor(&storage, &t, &path, heads, &mut data)?;
+                        Ok(TensorView::from_pooled(&hf, t.shape(), data, &pool))
                     };
                     lazy.push((key, Box::new(make)));
                     continue;

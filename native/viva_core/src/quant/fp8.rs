@@ -222,14 +222,27 @@ impl PackedFp8 {
         if n == 0 || k == 0 || w.len() != n * k {
             return Err(Error::ShapeMismatch { name: "fp8 weight".into(), expected: vec![n, k], got: vec![w.len()] });
         }
+        Self::prepack_rows(n, k, blocking, |r, row| row.copy_from_slice(&w[r * k..(r + 1) * k]))
+    }
+
+    /// [`prepack`](Self::prepack) of the n × k weight whose row r `fill(r, row)` writes (k
+    /// values): fused parts and non-f32 tensors go straight in, without an n × k f32 copy.
+    pub fn prepack_rows(n: usize, k: usize, blocking: Blocking, fill: impl Fn(usize, &mut [f32]) + Sync) -> Result<Self> {
+        if n == 0 || k == 0 {
+            return Err(Error::ShapeMismatch { name: "fp8 weight".into(), expected: vec![n, k], got: vec![n, k] });
+        }
         let block = blocking.block_len(k)?;
         let row_stride = k.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let blocks_per_row = k.div_ceil(block);
         let mut codes = vec![0u8; n * row_stride]; // (n, row_stride), tail stays 0
         let mut scales = vec![0f32; n * blocks_per_row]; // (n, blocks_per_row)
-        // rows are independent: quantize them across the rayon pool
-        codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).zip(w.par_chunks(k)).for_each(
-            |((row_codes, row_scales), row)| quantize_row(row, row_codes, row_scales, block),
+        // rows are independent: quantize them across the rayon pool, one row buffer per task
+        codes.par_chunks_mut(row_stride).zip(scales.par_chunks_mut(blocks_per_row)).enumerate().for_each_init(
+            || vec![0f32; k],
+            |row, (r, (row_codes, row_scales))| {
+                fill(r, row);
+                quantize_row(row, row_codes, row_scales, block)
+            },
         );
         Ok(PackedFp8 { n, k, blocking, block, row_stride, blocks_per_row, codes, scales })
     }
@@ -288,6 +301,12 @@ impl PackedFp8 {
 /// the same body is compiled for them (rounding becomes one instruction instead of a libm call).
 fn quantize_row(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
     #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() && block.is_multiple_of(16) && codes.len() >= row.len() && scales.len() >= row.len().div_ceil(block) {
+        // SAFETY: AVX-512F is present; the vector loop reads and writes whole blocks (whole
+        // 16-vectors) below row.len() ≤ codes.len(), scales below row.len() / block.
+        return unsafe { quantize_row_avx512(row, codes, scales, block) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("sse4.1") {
         // SAFETY: the CPU has the features (checked just above); the body is safe Rust.
         return unsafe { quantize_row_avx2(row, codes, scales, block) };
@@ -299,6 +318,56 @@ fn quantize_row(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize)
 #[target_feature(enable = "avx2,fma,sse4.1")]
 fn quantize_row_avx2(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
     quantize_row_body(row, codes, scales, block)
+}
+
+/// [`quantize_row_body`] 16 values at a time, bit for bit: the same absmax (finite values),
+/// the same IEEE division w / scale, and [`e4m3_encode`]'s rounding in integer lanes
+/// (subnormals: x·512 rounded half to even; normals: 3 mantissa bits kept, the other 20
+/// rounded half to even; ≥ 448 saturates; NaN → 0). Replaced the scalar loop, a third of
+/// a Q8_0 → fp8 load.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn quantize_row_avx512(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
+    use std::arch::x86_64::*;
+    let (rp, cp) = (row.as_ptr(), codes.as_mut_ptr());
+    let abs = _mm512_set1_epi32(0x7FFF_FFFF);
+    for (b, scale) in scales.iter_mut().enumerate().take(row.len() / block) {
+        let c0 = b * block;
+        // absmax over finite values (|w| < inf; NaN compares false)
+        let mut m = _mm512_setzero_ps();
+        for c in (c0..c0 + block).step_by(16) {
+            let x = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(rp.add(c))), abs));
+            m = _mm512_mask_max_ps(m, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(f32::INFINITY)), m, x);
+        }
+        let s = _mm512_reduce_max_ps(m) / E4M3_MAX;
+        *scale = if s > 0.0 { s } else { 1.0 };
+        let sv = _mm512_set1_ps(*scale);
+        for c in (c0..c0 + block).step_by(16) {
+            let v = _mm512_div_ps(_mm512_loadu_ps(rp.add(c)), sv);
+            let bits = _mm512_castps_si512(v);
+            let sign = _mm512_and_si512(_mm512_srli_epi32::<24>(bits), _mm512_set1_epi32(0x80));
+            let xb = _mm512_and_si512(bits, abs);
+            let x = _mm512_castsi512_ps(xb);
+            // normal: bits + 0x7FFFF + bit 20, >> 20, rebias 127 → 7
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<20>(xb), _mm512_set1_epi32(1));
+            let rounded = _mm512_add_epi32(_mm512_add_epi32(xb, _mm512_set1_epi32(0x7FFFF)), lsb);
+            let normal = _mm512_sub_epi32(_mm512_srli_epi32::<20>(rounded), _mm512_set1_epi32((REBIAS << 3) as i32));
+            // subnormal: x / 2^-9 (exact) rounded half to even
+            let sub = _mm512_cvtps_epi32(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(1.0 / SUBNORMAL_STEP))));
+            let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(MIN_NORMAL));
+            let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(E4M3_MAX));
+            let mut code = _mm512_mask_blend_epi32(small, normal, sub);
+            code = _mm512_mask_blend_epi32(big, code, _mm512_set1_epi32(MAX_CODE as i32));
+            code = _mm512_or_si512(code, sign);
+            code = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), code);
+            _mm_storeu_si128(cp.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(code));
+        }
+    }
+    // a last, partial block
+    let (whole, nb) = (row.len() / block * block, row.len() / block);
+    if whole < row.len() {
+        quantize_row_body(&row[whole..], &mut codes[whole..], &mut scales[nb..], block);
+    }
 }
 
 #[inline(always)]
@@ -331,4 +400,46 @@ pub fn block_scale(block: &[f32]) -> f32 {
 /// worst normal case is a midpoint, where |v| ≥ 2^e·(1 + 1/16), and 2^-10 covers the rest.
 pub fn error_bound(w: f32, scale: f32) -> f32 {
     w.abs() * 2f32.powi(-4) + scale * 2f32.powi(-10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 row quantizer is bit-identical to the scalar body (its twin): every block
+    /// size, a partial last block, per-channel rows, and values across the whole range —
+    /// midpoints of E4M3 codes, subnormals of both formats, ±0, ±inf, NaN, blocks of zeros.
+    #[test]
+    fn simd_row_quantizer_matches_the_scalar_body() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, -1e-40, f32::MAX, 448.0, 464.0, 1.0 + 1.0 / 16.0, 1.0 / 1024.0];
+        for (k, block) in [(256usize, 16usize), (256, 32), (256, 64), (256, 128), (80, 32), (48, 48), (64, 64)] {
+            for trial in 0..200 {
+                let row: Vec<f32> = (0..k)
+                    .map(|i| {
+                        let r = next();
+                        match (trial % 4, r % 16) {
+                            (0, _) if i < 16 => 0.0,
+                            (1, 0) => specials[(r >> 8) as usize % specials.len()],
+                            // any exponent, any mantissa: also exact E4M3 midpoints after scaling
+                            _ => f32::from_bits((r >> 32) as u32 & 0x8000_0000 | ((r as u32 % 60 + 97) << 23) | (r >> 40) as u32 & 0x7F_FFFF),
+                        }
+                    })
+                    .collect();
+                let stride = k.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+                let (mut c1, mut s1) = (vec![0u8; stride], vec![0f32; k.div_ceil(block)]);
+                let (mut c2, mut s2) = (c1.clone(), s1.clone());
+                quantize_row(&row, &mut c1, &mut s1, block);
+                quantize_row_body(&row, &mut c2, &mut s2, block);
+                assert_eq!(s1.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), s2.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), "k{k} b{block}");
+                assert_eq!(c1, c2, "k{k} b{block} trial {trial}");
+            }
+        }
+    }
 }
