@@ -48,6 +48,10 @@ echo "VIVA_FIXTURES=$VIVA_FIXTURES"
 echo "VIVA_MODELS=$VIVA_MODELS"
 # One profile (release) for the Rust tests and the NIF, so dependencies build once.
 step "cargo test (release)" cargo test --workspace --release
+# the engine's kernels again one level down each time (AVX-512 → AVX2 → portable lanes), so
+# every fallback this CPU can run is checked against the reference twins
+step "viva_core tests without AVX-512" env VIVA_NO_AVX512=1 cargo test --release -p viva_core
+step "viva_core tests without AVX-512 or AVX2" env VIVA_NO_AVX512=1 VIVA_NO_AVX2=1 cargo test --release -p viva_core
 run_smollm2() {  # the real model: GGUF reader + tokenizer + forward vs transformers
   cargo test --release -p viva_core --test smollm2 --test gguf -- --ignored
 }

@@ -30,7 +30,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::quant::fp8::e4m3_decode;
+use crate::quant::fp8::e4m3_decode_arith;
 use crate::tensor::TensorView;
 use crate::weights::{Activations, Linear};
 
@@ -48,6 +48,8 @@ const K_ALIGN: usize = 2;
 pub enum Kernel {
     /// Plain Rust lanes (any CPU): the fallback.
     Portable,
+    /// AVX2 + FMA f32 (CPUs without AVX-512): the f32 tile as 6-row × 16-token register blocks.
+    Avx2,
     /// AVX-512F f32 FMA.
     F32,
     /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
@@ -60,6 +62,7 @@ pub fn kernel_for(act: Activations) -> Kernel {
     match act {
         Activations::Bf16 => Kernel::Bf16,
         Activations::F32 if crate::simd::avx512() => Kernel::F32,
+        Activations::F32 if crate::simd::avx2() => Kernel::Avx2,
         Activations::F32 => Kernel::Portable,
     }
 }
@@ -104,16 +107,18 @@ pub fn linear_batch(w: &Linear, x: &[f32], m: usize, out: &mut [f32], buf: &mut 
     linear_batch_with(kernel_for(act), w, x, m, out, buf)
 }
 
-/// [`linear_batch`] with a chosen kernel (tests run each one). `F32` needs AVX-512F (else the
-/// portable tiles run); `Bf16` without AVX512_BF16 rounds the operands and runs the f32 tiles.
+/// [`linear_batch`] with a chosen kernel (tests run each one). `F32` needs AVX-512F and `Avx2`
+/// AVX2 + FMA (else the best f32 tiles here run); `Bf16` without AVX512_BF16 rounds the
+/// operands and runs the f32 tiles.
 pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &mut [f32], buf: &mut GemmBuf) {
     let (n, k) = w.shape();
     assert!(x.len() == m * k && out.len() == m * n, "linear_batch: x {} / out {} for m {m}, n {n}, k {k}", x.len(), out.len());
     // `round`: bf16 numerics on the f32 tiles
-    let f32_tiles = if crate::simd::avx512() { Kernel::F32 } else { Kernel::Portable };
+    let f32_tiles = kernel_for(Activations::F32);
     let (kernel, round) = match kernel {
         Kernel::Bf16 if !crate::simd::avx512_bf16() => (f32_tiles, true),
         Kernel::F32 => (f32_tiles, false),
+        Kernel::Avx2 if !crate::simd::avx2() => (Kernel::Portable, false),
         k => (k, false),
     };
     if m == 0 || n == 0 {
@@ -329,9 +334,29 @@ pub(crate) fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
             if crate::simd::fp8_row_to_f32(codes, scales, p.block, dst) {
                 return;
             }
-            for (c, d) in dst.iter_mut().enumerate() {
-                *d = e4m3_decode(codes[c]) * scales[c / p.block];
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx2() {
+                // SAFETY: AVX2/FMA present (checked by `avx2`); the body is safe Rust.
+                return unsafe { fp8_row_f32_avx2(codes, scales, p.block, dst) };
             }
+            fp8_row_f32(codes, scales, p.block, dst)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fp8_row_f32_avx2(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
+    fp8_row_f32(codes, scales, block, dst)
+}
+
+/// An fp8 row as exact f32 (code value × its block's scale, one rounding) without AVX-512:
+/// block by block with the branch-free decode, so the loop vectorises.
+#[inline(always)]
+fn fp8_row_f32(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
+    for ((d, c), &s) in dst.chunks_mut(block).zip(codes.chunks(block)).zip(scales) {
+        for (d, &c) in d.iter_mut().zip(c) {
+            *d = e4m3_decode_arith(c) * s;
         }
     }
 }
@@ -450,7 +475,7 @@ fn expand_tiled(kernel: Kernel, w: &Linear, r0: usize, rows: usize, k: usize, kp
     let ok = match kernel {
         Kernel::F32 => crate::simd::avx512(),
         Kernel::Bf16 => crate::simd::avx512_bf16(),
-        Kernel::Portable => false,
+        Kernel::Avx2 | Kernel::Portable => false,
     };
     // elements per tile row in dst: kp f32, or kp / 2 bf16 pairs
     let units = if kernel == Kernel::F32 { kp } else { kp / 2 };
@@ -537,6 +562,12 @@ fn tile_f32<const TM: bool>(kernel: Kernel, panel: &[f32], w: &[f32], kp: usize,
         // SAFETY: AVX-512F is present (linear_batch_with checked `simd::avx512`); every read is
         // inside `panel` (kp·NT) and `w` (RT·kp), asserted above; prefetches stay in `ahead`.
         unsafe { tile_f32_avx512::<TM>(panel.as_ptr(), w.as_ptr(), kp, ahead, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 && !TM {
+        // SAFETY: AVX2/FMA are present (linear_batch_with checked `simd::avx2`); reads as above.
+        unsafe { tile_f32_avx2(panel.as_ptr(), w.as_ptr(), kp, ahead, dst) };
         return;
     }
     let _ = (kernel, ahead);
@@ -647,6 +678,38 @@ unsafe fn expand_tile_avx512(kernel: Kernel, src: &[RowSrc; RT], whole: usize, d
     }
 }
 
+/// [`tile_f32_avx512`] for AVX2 (row-major `w`): the 12 × 32 tile as four 6-row × 16-token
+/// blocks, so each block's 12 accumulators, 2 panel vectors and a broadcast fit the 16 ymm
+/// registers (the whole tile would spill); each block re-reads its rows from cache.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_f32_avx2(panel: *const f32, w: *const f32, kp: usize, ahead: &[u8], dst: &mut [[f32; NT]; RT]) {
+    const R: usize = RT / 2;
+    for half in 0..2 {
+        for th in 0..NT / 16 {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let first = half == 0 && th == 0;
+            for c in 0..kp {
+                if first {
+                    prefetch_line(ahead, c);
+                }
+                let x0 = _mm256_loadu_ps(panel.add(c * NT + th * 16));
+                let x1 = _mm256_loadu_ps(panel.add(c * NT + th * 16 + 8));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let b = _mm256_set1_ps(*w.add((half * R + r) * kp + c));
+                    a[0] = _mm256_fmadd_ps(b, x0, a[0]);
+                    a[1] = _mm256_fmadd_ps(b, x1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let d = dst[half * R + r].as_mut_ptr().add(th * 16);
+                _mm256_storeu_ps(d, a[0]);
+                _mm256_storeu_ps(d.add(8), a[1]);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
 unsafe fn tile_bf16_avx512<const TM: bool>(panel: *const u32, w: *const u16, kp: usize, ahead: &[u8], dst: &mut [[f32; NT]; RT]) {
@@ -714,9 +777,10 @@ mod tests {
     /// bf16 kernel against "round both factors to bf16, sum the products").
     #[test]
     fn every_kernel_matches_the_reference_on_ragged_shapes() -> Result<()> {
-        let kernels: Vec<(Kernel, Activations)> = [(Kernel::Portable, Activations::F32), (Kernel::F32, Activations::F32), (Kernel::Bf16, Activations::Bf16)]
-            .into_iter()
-            .filter(|(k, _)| *k != Kernel::F32 || crate::simd::avx512())
+        let kernels: Vec<(Kernel, Activations)> =
+            [(Kernel::Portable, Activations::F32), (Kernel::Avx2, Activations::F32), (Kernel::F32, Activations::F32), (Kernel::Bf16, Activations::Bf16)]
+                .into_iter()
+                .filter(|(k, _)| (*k != Kernel::F32 || crate::simd::avx512()) && (*k != Kernel::Avx2 || crate::simd::avx2()))
             .collect();
         let mut buf = GemmBuf::default();
         // m = 130: 5 token panels

@@ -390,7 +390,27 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
 /// Query head `h` (qh: head_dim) over cached positions 0..len of its KV head: scores in
 /// sc[..len], softmax, weighted sum of V into o (head_dim). Caches (n_kv_heads, max_seq, head_dim).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        // SAFETY: AVX2/FMA present (checked by `avx2`); the body is safe Rust.
+        return unsafe { attend_head_avx2(s, h, qh, k_cache, v_cache, len, sc, o) };
+    }
+    attend_head_body(s, h, qh, k_cache, v_cache, len, sc, o)
+}
+
+/// [`attend_head`] compiled for AVX2 (its P·V loop vectorises 8 wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_avx2(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+    attend_head_body(s, h, qh, k_cache, v_cache, len, sc, o)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_body(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
     let hd = s.head_dim;
     let kvh = h / (s.n_heads / s.n_kv_heads);
     let (k_cache, v_cache) = (s.kv_head(k_cache, kvh), s.kv_head(v_cache, kvh));

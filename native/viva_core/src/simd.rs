@@ -1,6 +1,7 @@
 //! AVX-512 row dot products for the decode GEMVs (one weight row · x), chosen at run time
-//! (`is_x86_feature_detected!`); `None` means "no AVX-512 here": the caller runs its portable
-//! lane loop, which stays the `_ref`-tested fallback. Weights decode in registers:
+//! (`is_x86_feature_detected!`), with AVX2 twins where CPUs without AVX-512 need them (16-bit
+//! weights, attention's q·k); `None` means "not here": the caller runs its portable lane loop,
+//! which stays the `_ref`-tested fallback. Weights decode in registers:
 //! bf16 → f32 by a 16-bit shift, f16 → f32 by `vcvtph2ps`. E4M3 in the dots → f32 by integer
 //! ops alone (sign to bit 31, exponent+mantissa to bits 26..20: value·2^-120, f32 subnormals
 //! for E4M3's), with x taken as x·2^60 ([`fp8_x`]) so the products stay normal; `vcvtph2ps`
@@ -20,6 +21,23 @@ pub fn avx512() -> bool {
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the AVX2 kernels (with FMA and F16C) run on this CPU (detected once): what CPUs
+/// without AVX-512 use before the portable lanes.
+pub fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::env::var_os("VIVA_NO_AVX2").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -203,7 +221,8 @@ pub fn bf16_round(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
 }
 
-/// Σ a[i]·b[i] (attention's q·k), AVX-512 with a portable 16-lane fallback.
+/// Σ a[i]·b[i] (attention's q·k), AVX-512, else the 16-lane body compiled for AVX2+FMA, else
+/// that body on the baseline target.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -212,6 +231,24 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: AVX-512F present; loads stay below n in both slices.
         return unsafe { dot_f32_avx512(&a[..n], &b[..n]) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2/FMA present (checked by `avx2`); the body is safe Rust.
+        return unsafe { dot_f32_lanes_avx2(&a[..n], &b[..n]) };
+    }
+    dot_f32_lanes(&a[..n], &b[..n])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_lanes_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_lanes(a, b)
+}
+
+/// The portable q·k: 16 independent lanes (equal lengths).
+#[inline(always)]
+fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
     let mut acc = [0f32; 16];
     for (x, y) in a[..n].chunks_exact(16).zip(b[..n].chunks_exact(16)) {
         for l in 0..16 {
@@ -255,14 +292,21 @@ pub enum Half {
 /// Σ w[i]·x[i] for a row of k = x.len() 16-bit weights starting at `row` (little-endian bytes,
 /// any alignment; `row.len()` ≥ 2k).
 pub fn dot16(row: &[u8], kind: Half, x: &[f32]) -> Option<f32> {
-    if !avx512() || row.len() < 2 * x.len() {
+    if row.len() < 2 * x.len() {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F/AVX2/FMA are present (checked by `avx512`); every load stays inside `row`
-    // (2k bytes) and `x` (k floats).
-    return Some(unsafe { dot16_avx512(row.as_ptr(), kind, x) });
-    #[allow(unreachable_code)]
+    {
+        if avx512() {
+            // SAFETY: AVX-512F/AVX2/FMA are present (checked by `avx512`); every load stays
+            // inside `row` (2k bytes) and `x` (k floats).
+            return Some(unsafe { dot16_avx512(row.as_ptr(), kind, x) });
+        }
+        if avx2() {
+            // SAFETY: AVX2/FMA/F16C are present (checked by `avx2`); loads as above.
+            return Some(unsafe { dot16_avx2(row.as_ptr(), kind, x) });
+        }
+    }
     None
 }
 
@@ -373,6 +417,48 @@ unsafe fn dot16_avx512(row: *const u8, kind: Half, x: &[f32]) -> f32 {
         i += 16;
     }
     let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    while i < k {
+        let b = u16::from_le_bytes([*row.add(2 * i), *row.add(2 * i + 1)]);
+        let w = match kind {
+            Half::Bf16 => f32::from_bits((b as u32) << 16),
+            Half::F16 => half::f16::from_bits(b).to_f32(),
+        };
+        sum += w * x[i];
+        i += 1;
+    }
+    sum
+}
+
+/// [`dot16_avx512`] in 256-bit registers (CPUs without AVX-512): 8 weights per FMA, four
+/// accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot16_avx2(row: *const u8, kind: Half, x: &[f32]) -> f32 {
+    let (k, xp) = (x.len(), x.as_ptr());
+    let ld = |i: usize| -> __m256 {
+        let h = _mm_loadu_si128(row.add(2 * i) as *const __m128i);
+        match kind {
+            Half::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)),
+            Half::F16 => _mm256_cvtph_ps(h),
+        }
+    };
+    let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= k {
+        a0 = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(xp.add(i)), a0);
+        a1 = _mm256_fmadd_ps(ld(i + 8), _mm256_loadu_ps(xp.add(i + 8)), a1);
+        a2 = _mm256_fmadd_ps(ld(i + 16), _mm256_loadu_ps(xp.add(i + 16)), a2);
+        a3 = _mm256_fmadd_ps(ld(i + 24), _mm256_loadu_ps(xp.add(i + 24)), a3);
+        i += 32;
+    }
+    while i + 8 <= k {
+        a0 = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(xp.add(i)), a0);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let mut sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)));
     while i < k {
         let b = u16::from_le_bytes([*row.add(2 * i), *row.add(2 * i + 1)]);
         let w = match kind {
@@ -506,10 +592,21 @@ mod tests {
         (a - b).abs() <= RTOL * mag + 1e-30
     }
 
+    /// Every dot16 kernel this CPU runs (AVX-512, AVX2) against the scalar sum.
     #[test]
     fn dot16_matches_the_scalar_dot_on_odd_lengths() -> Result<()> {
-        if !avx512() {
-            eprintln!("no AVX-512: skipped");
+        #[cfg(target_arch = "x86_64")]
+        type Kern = unsafe fn(*const u8, Half, &[f32]) -> f32;
+        #[cfg(target_arch = "x86_64")]
+        let kernels: Vec<(&str, Kern)> = [("avx512", avx512() as u8, dot16_avx512 as Kern), ("avx2", avx2() as u8, dot16_avx2 as Kern)]
+            .into_iter()
+            .filter(|k| k.1 == 1)
+            .map(|(n, _, f)| (n, f))
+            .collect();
+        #[cfg(not(target_arch = "x86_64"))]
+        let kernels: Vec<(&str, fn())> = Vec::new();
+        if kernels.is_empty() {
+            eprintln!("no AVX-512 or AVX2: skipped");
             return Ok(());
         }
         for k in [1usize, 15, 16, 17, 63, 64, 65, 200, 2048, 5632 + 3] {
@@ -532,8 +629,13 @@ mod tests {
                 bytes.extend(bits.iter().flat_map(|b| b.to_le_bytes()));
                 let want: f32 = bits.iter().zip(&x).map(|(&b, v)| dec(b) * v).sum();
                 let mag: f32 = bits.iter().zip(&x).map(|(&b, v)| (dec(b) * v).abs()).sum();
-                let got = dot16(&bytes[1..], kind, &x).ok_or_else(|| Error::Internal("no AVX-512 dot".into()))?;
-                assert!(close(got, want, mag), "{kind:?} k={k}: {got} vs {want}");
+                assert!(dot16(&bytes[1..], kind, &x).is_some_and(|got| close(got, want, mag)), "{kind:?} k={k}");
+                #[cfg(target_arch = "x86_64")]
+                for (name, f) in &kernels {
+                    // SAFETY: the kernel's features are present (filtered above); 2k bytes, k floats.
+                    let got = unsafe { f(bytes[1..].as_ptr(), kind, &x) };
+                    assert!(close(got, want, mag), "{name} {kind:?} k={k}: {got} vs {want}");
+                }
             }
         }
         Ok(())
