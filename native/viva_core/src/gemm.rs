@@ -396,7 +396,7 @@ pub(crate) fn bf16_row_bytes(w: &Linear, r: usize, k: usize) -> Option<&[u8]> {
 }
 
 /// Row `r` of a fused native linear: the part that holds it and the row inside that part.
-fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
+pub(crate) fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
     let mut r = r;
     for p in parts {
         if r < p.shape[0] {

@@ -120,14 +120,15 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32], act: Activations) {
         return linear_bf16(w, x, out);
     }
     match w {
-        Linear::Native(parts) => {
-            let mut off = 0;
-            for p in parts {
-                let n = p.shape[0];
-                matvec(p, x, &mut out[off..off + n]);
-                off += n;
+        Linear::Native(parts) if parts.len() == 1 => matvec(&parts[0], x, out),
+        // fused parts (q·k·v, gate·up) as one parallel loop over all their rows
+        Linear::Native(parts) => par_rows(out, out.len() * x.len(), |r| match crate::gemm::native_row(parts, r) {
+            Some((p, pr)) => {
+                let row_bytes = x.len() * p.dtype.size();
+                dot_row(&p.bytes()[pr * row_bytes..(pr + 1) * row_bytes], p.dtype, x)
             }
-        }
+            None => f32::NAN,
+        }),
         Linear::Bf16 { k, data, .. } => {
             let k = *k;
             par_rows(out, data.len(), |r| dot_lanes_bf16(&data[r * k..(r + 1) * k], x));

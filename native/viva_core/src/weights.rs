@@ -65,6 +65,9 @@ impl Linear {
         let n: usize = parts.iter().map(|p| p.shape[0]).sum();
         Ok(match format {
             WeightFormat::Native => Linear::Native(parts.iter().map(|p| (*p).clone()).collect()),
+            // copied even from a BF16 checkpoint: decode from the mapped file's pages measured
+            // 15-20 % slower than from our own memory (bf16-activation decode, TinyLlama GGUF,
+            // 3 alternating pairs on the 2-core VM), though the views loaded in 0.5 s vs 3-10 s
             WeightFormat::Bf16 => {
                 let mut data = Vec::with_capacity(n * k);
                 for p in parts {
