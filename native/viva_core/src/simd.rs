@@ -436,6 +436,15 @@ unsafe fn dot16_avx512(row: *const u8, kind: Half, x: &[f32]) -> f32 {
     sum
 }
 
+/// The sum of a 256-bit register's 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+}
+
 /// [`dot16_avx512`] in 256-bit registers (CPUs without AVX-512): 8 weights per FMA, four
 /// accumulators.
 #[cfg(target_arch = "x86_64")]
@@ -462,10 +471,7 @@ unsafe fn dot16_avx2(row: *const u8, kind: Half, x: &[f32]) -> f32 {
         a0 = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(xp.add(i)), a0);
         i += 8;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let mut sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)));
+    let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     while i < k {
         let b = u16::from_le_bytes([*row.add(2 * i), *row.add(2 * i + 1)]);
         let w = match kind {
@@ -594,10 +600,7 @@ unsafe fn dot_fp8_avx2(codes: &[u8], scales: &[f32], block: usize, xs: &[f32]) -
         acc[0] = _mm256_fmadd_ps(segment(c, 1), scale(c), acc[0]);
         c += 16;
     }
-    let a = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let mut sum = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h))) * X_SHIFT;
+    let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT;
     let mut tail = 0.0f32;
     for i in c..k {
         tail += crate::quant::fp8::e4m3_decode(codes[i]) * xs[i];
