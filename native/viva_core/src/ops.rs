@@ -110,7 +110,8 @@ thread_local! {
     static XS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The calling thread's x rounded to bf16 (`Activations::Bf16`), reused across calls:
     /// no allocation per token.
-    static XT: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// With it, those bf16 values as f32 where `vdpbf16ps` is missing.
+    static XT: std::cell::RefCell<(Vec<u16>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// `out = W x` for a linear in any weight format, with the model's [`Activations`]; fused
@@ -150,19 +151,32 @@ fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
     let (n, k) = w.shape();
     debug_assert_eq!((out.len(), x.len()), (n, k));
     XT.with(|b| {
-        let mut xb = b.borrow_mut();
+        // re-entered on this thread (a pool job running a linear while this one waits in
+        // par_rows): buffers of its own
+        let (mut tls, mut own) = (b.try_borrow_mut(), (Vec::new(), Vec::new()));
+        let (xb, xr) = match tls.as_deref_mut() {
+            Ok(bufs) => (&mut bufs.0, &mut bufs.1),
+            Err(_) => (&mut own.0, &mut own.1),
+        };
         xb.resize(k, 0);
-        crate::simd::f32_to_bf16(x, &mut xb);
-        let xb = &xb[..];
+        crate::simd::f32_to_bf16(x, xb);
+        if !crate::simd::avx512_bf16() {
+            // no vdpbf16ps: x's bf16 values as f32 against the row's bf16 values in the f32 dot
+            // (AVX-512 / AVX2): the same products, exact in f32
+            xr.clear();
+            xr.extend(xb.iter().map(|&v| f32::from_bits((v as u32) << 16)));
+        }
+        let (xb, xr) = (&xb[..], &xr[..]);
         par_rows(out, n * k, |r| {
             let fast = match w {
+                _ if !xr.is_empty() => None,
                 Linear::Fp8(p) => {
                     let (codes, scales) = p.row(r);
                     crate::simd::dot_fp8_bf16(codes, scales, p.block, xb)
                 }
                 _ => crate::gemm::bf16_row_bytes(w, r, k).and_then(|row| crate::simd::dot_bf16_bf16(row, xb)),
             };
-            fast.unwrap_or_else(|| bf16_row_dot(w, r, xb))
+            fast.unwrap_or_else(|| bf16_row_dot(w, r, xb, xr))
         });
     });
 }
@@ -173,12 +187,25 @@ thread_local! {
 }
 
 /// Row `r` of `w` rounded to bf16 (gemm's `expand_row_bf16`, as the prefill tiles see it)
-/// dotted with `xb` (x as bf16) in 8 f32 lanes: the portable form of the bf16-activation products.
-fn bf16_row_dot(w: &Linear, r: usize, xb: &[u16]) -> f32 {
+/// dotted with `xb` (x as bf16): through `simd::dot16` against `xr` (xb's values as f32, when
+/// given) on CPUs with AVX-512 or AVX2, else in 8 f32 lanes: the portable form of the
+/// bf16-activation products.
+fn bf16_row_dot(w: &Linear, r: usize, xb: &[u16], xr: &[f32]) -> f32 {
+    let k = xb.len();
+    if !xr.is_empty() {
+        if let Some(v) = crate::gemm::bf16_row_bytes(w, r, k).and_then(|row| crate::simd::dot16(row, crate::simd::Half::Bf16, xr)) {
+            return v;
+        }
+    }
     ROW.with(|b| {
         let mut row = b.borrow_mut();
-        row.resize(xb.len(), 0);
+        row.resize(k, 0);
         crate::gemm::expand_row_bf16(w, r, &mut row);
+        if !xr.is_empty() {
+            if let Some(v) = crate::simd::dot_bf16(&row, xr) {
+                return v;
+            }
+        }
         const L: usize = 8;
         let mut acc = [0f32; L];
         let up = |b: u16| f32::from_bits((b as u32) << 16);

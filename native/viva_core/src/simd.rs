@@ -71,8 +71,21 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
         // SAFETY: AVX512_BF16 is present; reads and writes stay below n (whole 16-steps).
         i = unsafe { f32_to_bf16_avx512(&src[..n], &mut dst[..n]) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 present (checked by `avx2`); the body is safe Rust.
+        return unsafe { bf16_bits_avx2(&src[i..n], &mut dst[i..n]) };
+    }
     for j in i..n {
-        dst[j] = half::bf16::from_f32(bf16_round(src[j])).to_bits();
+        dst[j] = bf16_bits(src[j]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn bf16_bits_avx2(src: &[f32], dst: &mut [u16]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(v);
     }
 }
 
@@ -215,10 +228,24 @@ unsafe fn dot_fp8_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, xb: &[
 /// become (signed) zero. The scalar twin of the bf16 paths' rounding.
 #[inline]
 pub fn bf16_round(v: f32) -> f32 {
-    if v.is_subnormal() {
-        return f32::from_bits(v.to_bits() & 0x8000_0000);
-    }
-    half::bf16::from_f32(v).to_f32()
+    f32::from_bits((bf16_bits(v) as u32) << 16)
+}
+
+/// The bf16 bits of [`bf16_round`]`(v)`, branch-free so slice loops vectorise: NaN → quiet NaN
+/// (as `half` and `vcvtneps2bf16`), zero exponent → signed zero, else round to nearest even by
+/// adding 0x7FFF plus the kept LSB (a carry is the next binade, or inf).
+#[inline(always)]
+pub fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    let out = if b & 0x7FFF_FFFF > 0x7F80_0000 {
+        (b >> 16) | 0x40
+    } else if b & 0x7F80_0000 == 0 {
+        (b >> 16) & 0x8000
+    } else {
+        rounded
+    };
+    out as u16
 }
 
 /// Σ a[i]·b[i] (attention's q·k), AVX-512, else the 16-lane body compiled for AVX2+FMA, else
@@ -772,6 +799,26 @@ mod tests {
     }
 
     /// The bf16-activation dots (bf16 weights; fp8 rounded to bf16) against their scalar twin:
+    /// The branch-free bf16 rounding against `half` (subnormals flushed, its documented twin) on
+    /// a sweep of bit patterns (every sign, exponent and rounding case, NaN, inf, subnormals),
+    /// and `f32_to_bf16` (AVX-512 BF16 / AVX2 / scalar, whichever runs) against both.
+    #[test]
+    fn bf16_rounding_matches_half_on_every_kind_of_value() {
+        let twin = |v: f32| if v.is_subnormal() { ((v.to_bits() >> 16) & 0x8000) as u16 } else { half::bf16::from_f32(v).to_bits() };
+        let vals: Vec<f32> = (0..=u32::MAX / 4099).map(|i| f32::from_bits(i.wrapping_mul(4099) ^ (i & 0xFFFF))).chain([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE, 1e-40]).collect();
+        let mut got = vec![0u16; vals.len()];
+        f32_to_bf16(&vals, &mut got);
+        for (&v, &g) in vals.iter().zip(&got) {
+            let want = twin(v);
+            if v.is_nan() {
+                assert!(half::bf16::from_bits(bf16_bits(v)).is_nan() && half::bf16::from_bits(g).is_nan(), "{:#x}", v.to_bits());
+                continue;
+            }
+            assert_eq!(bf16_bits(v), want, "{:#x}", v.to_bits());
+            assert_eq!(g, want, "f32_to_bf16 {:#x}", v.to_bits());
+        }
+    }
+
     /// Σ bf16_round(w)·bf16_round(x) in f64.
     #[test]
     fn bf16_activation_dots_match_the_rounded_products() -> Result<()> {
