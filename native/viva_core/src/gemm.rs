@@ -396,9 +396,9 @@ pub(crate) fn bf16_row_bytes(w: &Linear, r: usize, k: usize) -> Option<&[u8]> {
 }
 
 /// Row `r` of a fused native linear: the part that holds it and the row inside that part.
-pub(crate) fn native_row(parts: &[TensorView], r: usize) -> Option<(&TensorView, usize)> {
+pub(crate) fn native_row<T: std::borrow::Borrow<TensorView>>(parts: &[T], r: usize) -> Option<(&TensorView, usize)> {
     let mut r = r;
-    for p in parts {
+    for p in parts.iter().map(|p| p.borrow()) {
         if r < p.shape[0] {
             return Some((p, r));
         }
@@ -635,10 +635,10 @@ unsafe fn row_f32x16(s: RowSrc, c0: usize) -> __m512 {
     match s {
         RowSrc::Zero => _mm512_setzero_ps(),
         RowSrc::F32(b) => _mm512_loadu_ps(b.as_ptr().add(4 * c0) as *const f32),
-        RowSrc::Bf16(b) => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b.as_ptr().add(2 * c0) as *const __m256i)), 16)),
-        RowSrc::F16(b) => _mm512_cvtph_ps(_mm256_loadu_si256(b.as_ptr().add(2 * c0) as *const __m256i)),
+        RowSrc::Bf16(b) => crate::simd::load16(b.as_ptr().add(2 * c0), crate::simd::Half::Bf16),
+        RowSrc::F16(b) => crate::simd::load16(b.as_ptr().add(2 * c0), crate::simd::Half::F16),
         // (value / 256) · (scale · 256): one rounding, as fp8_row_to_f32
-        RowSrc::Fp8(codes, scales, shift) => _mm512_mul_ps(crate::simd::load_e4m3(codes.as_ptr().add(c0)), _mm512_set1_ps(*scales.get_unchecked(c0 >> shift) * 256.0)),
+        RowSrc::Fp8(codes, scales, shift) => _mm512_mul_ps(crate::simd::load_e4m3(codes.as_ptr().add(c0)), crate::simd::scale16(scales, c0 >> shift)),
     }
 }
 

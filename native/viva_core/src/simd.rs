@@ -423,7 +423,7 @@ unsafe fn load_e4m3_biased(p: *const u8) -> __m512 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn load16(p: *const u8, kind: Half) -> __m512 {
+pub(crate) unsafe fn load16(p: *const u8, kind: Half) -> __m512 {
     let h = _mm256_loadu_si256(p as *const __m256i);
     match kind {
         Half::Bf16 => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
@@ -514,7 +514,7 @@ unsafe fn dot16_avx2(row: *const u8, kind: Half, x: &[f32]) -> f32 {
 /// Scale `b` times 256 (the E4M3-as-f16 bias), broadcast.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn scale16(scales: &[f32], b: usize) -> __m512 {
+pub(crate) unsafe fn scale16(scales: &[f32], b: usize) -> __m512 {
     _mm512_set1_ps(*scales.get_unchecked(b) * 256.0)
 }
 
@@ -572,16 +572,17 @@ unsafe fn dot_fp8_avx512(codes: &[u8], scales: &[f32], block: usize, xs: &[f32])
         acc[0] = _mm512_fmadd_ps(segment(cp, xp, c, 1), scale(c), acc[0]);
         c += 16;
     }
-    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) * X_SHIFT;
-    // k % 16 codes, all in the last vector's block: value·x·2^60, scaled back
-    let mut tail = 0.0f32;
-    for i in c..k {
-        tail += crate::quant::fp8::e4m3_decode(codes[i]) * xs[i];
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_tail(codes, scales, block, xs, c)
+}
+
+/// The fp8 dots' last k % 16 codes (from `c`, all in the last vector's block): value·x·2^60,
+/// scaled back.
+fn fp8_tail(codes: &[u8], scales: &[f32], block: usize, xs: &[f32], c: usize) -> f32 {
+    if c >= xs.len() {
+        return 0.0;
     }
-    if c < k {
-        sum += tail * (1.0 / X_SHIFT) * scales[c / block];
-    }
-    sum
+    let tail: f32 = (c..xs.len()).map(|i| crate::quant::fp8::e4m3_decode(codes[i]) * xs[i]).sum();
+    tail * (1.0 / X_SHIFT) * scales[c / block]
 }
 
 /// [`dot_fp8_avx512`] in 256-bit registers: the same integer decode 8 codes at a time, a
@@ -627,15 +628,7 @@ unsafe fn dot_fp8_avx2(codes: &[u8], scales: &[f32], block: usize, xs: &[f32]) -
         acc[0] = _mm256_fmadd_ps(segment(c, 1), scale(c), acc[0]);
         c += 16;
     }
-    let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT;
-    let mut tail = 0.0f32;
-    for i in c..k {
-        tail += crate::quant::fp8::e4m3_decode(codes[i]) * xs[i];
-    }
-    if c < k {
-        sum += tail * (1.0 / X_SHIFT) * scales[c / block];
-    }
-    sum
+    hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_tail(codes, scales, block, xs, c)
 }
 
 /// e^x for 16 lanes, x ≤ 0 (softmax after max subtraction; -inf/very negative give 0):

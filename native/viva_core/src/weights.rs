@@ -78,12 +78,9 @@ impl Linear {
             // row by row from the parts: no fused n × k f32 copy (its page faults were a large
             // part of a GGUF load)
             WeightFormat::Fp8(blocking) => Linear::Fp8(PackedFp8::prepack_rows(n, k, blocking, |r, row| {
-                let (mut r, mut i) = (r, 0);
-                while i + 1 < parts.len() && r >= parts[i].shape[0] {
-                    r -= parts[i].shape[0];
-                    i += 1;
+                if let Some((p, pr)) = crate::gemm::native_row(parts, r) {
+                    p.read_f32_into(pr * k, row);
                 }
-                parts[i].read_f32_into(r * k, row);
             })?),
         })
     }
