@@ -263,24 +263,30 @@ fn unpermute_inverts_llama_cpp_qk_permutation() {
     assert_eq!(unpermute_qk(&permuted, heads, cols), hf);
 }
 
+/// A v3 writer holding a one-block llama's metadata (vocab 8, context 64).
+fn one_layer_llama(hidden: u32, heads: u32, kv_heads: u32, ff: u32) -> Writer {
+    let u32v = |v: u32| v.to_le_bytes().to_vec();
+    let mut w = Writer::new(3);
+    w.kv("general.architecture", 8, s("llama"))
+        .kv("llama.embedding_length", 4, u32v(hidden))
+        .kv("llama.attention.head_count", 4, u32v(heads))
+        .kv("llama.attention.head_count_kv", 4, u32v(kv_heads))
+        .kv("llama.block_count", 4, u32v(1))
+        .kv("llama.feed_forward_length", 4, u32v(ff))
+        .kv("llama.context_length", 4, u32v(64))
+        .kv("llama.vocab_size", 4, u32v(8));
+    w
+}
+
 /// `to_checkpoint` keeps F32/F16/BF16 tensors in their dtype (views of the mapped file; q/k a
 /// reordered copy) and dequantizes block formats to f32; every value equals the f32 route
 /// (dequantize, then unpermute q/k).
 #[test]
 fn checkpoint_keeps_16_bit_tensors_and_matches_the_f32_route() {
-    let u32v = |v: u32| v.to_le_bytes().to_vec();
     let vals = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 31 + seed * 17) % 61) as f32 - 30.0) / 16.0).collect() };
     let bf = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect() };
     let hf16 = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect() };
-    let mut w = Writer::new(3);
-    w.kv("general.architecture", 8, s("llama"))
-        .kv("llama.embedding_length", 4, u32v(16))
-        .kv("llama.attention.head_count", 4, u32v(2))
-        .kv("llama.attention.head_count_kv", 4, u32v(1))
-        .kv("llama.block_count", 4, u32v(1))
-        .kv("llama.feed_forward_length", 4, u32v(32))
-        .kv("llama.context_length", 4, u32v(64))
-        .kv("llama.vocab_size", 4, u32v(8));
+    let mut w = one_layer_llama(16, 2, 1, 32);
     let qi: [i8; 32] = std::array::from_fn(|i| (i as i8 - 16) * 5);
     let mut down = vec![];
     (0..16).for_each(|_| down.extend(q8_0(&qi, 0.01).0));
@@ -319,16 +325,7 @@ fn checkpoint_keeps_16_bit_tensors_and_matches_the_f32_route() {
 /// made again in a buffer another tensor gave back.
 #[test]
 fn quantized_qk_rows_come_back_in_hf_order_in_reused_buffers() {
-    let u32v = |v: u32| v.to_le_bytes().to_vec();
-    let mut w = Writer::new(3);
-    w.kv("general.architecture", 8, s("llama"))
-        .kv("llama.embedding_length", 4, u32v(32))
-        .kv("llama.attention.head_count", 4, u32v(4))
-        .kv("llama.attention.head_count_kv", 4, u32v(2))
-        .kv("llama.block_count", 4, u32v(1))
-        .kv("llama.feed_forward_length", 4, u32v(64))
-        .kv("llama.context_length", 4, u32v(64))
-        .kv("llama.vocab_size", 4, u32v(8));
+    let mut w = one_layer_llama(32, 4, 2, 64);
     // every row different, so a misplaced row shows
     let rows = |n: usize, salt: i32| -> Vec<u8> {
         (0..n).flat_map(|r| q8_0(&std::array::from_fn(|i| ((i as i32 * 7 + r as i32 * 13 + salt) % 200 - 100) as i8), 0.01 + r as f32 * 0.001).0).collect()
