@@ -145,8 +145,8 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32], act: Activations) {
 
 /// [`linear`] under `Activations::Bf16`: x rounded to bf16 once, then every row
 /// Σ bf16(w)·bf16(x) summed in f32 — one `vdpbf16ps` per 32 bf16 weights; fp8 dequantized and
-/// rounded in registers; other rows (f16/f32 natives, CPUs without AVX512_BF16) through the
-/// expanded row (`bf16_row_dot`).
+/// rounded in registers (without AVX512_BF16 too: f32 FMA against x's bf16 values); other rows
+/// (f16/f32 natives, bf16 without AVX512_BF16) through `bf16_row_dot`.
 fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
     let (n, k) = w.shape();
     debug_assert_eq!((out.len(), x.len()), (n, k));
@@ -169,11 +169,15 @@ fn linear_bf16(w: &Linear, x: &[f32], out: &mut [f32]) {
         let (xb, xr) = (&xb[..], &xr[..]);
         par_rows(out, n * k, |r| {
             let fast = match w {
-                _ if !xr.is_empty() => None,
                 Linear::Fp8(p) => {
                     let (codes, scales) = p.row(r);
-                    crate::simd::dot_fp8_bf16(codes, scales, p.block, xb)
+                    if xr.is_empty() {
+                        crate::simd::dot_fp8_bf16(codes, scales, p.block, xb)
+                    } else {
+                        crate::simd::dot_fp8_bf16r(codes, scales, p.block, xr)
+                    }
                 }
+                _ if !xr.is_empty() => None,
                 _ => crate::gemm::bf16_row_bytes(w, r, k).and_then(|row| crate::simd::dot_bf16_bf16(row, xb)),
             };
             fast.unwrap_or_else(|| bf16_row_dot(w, r, xb, xr))

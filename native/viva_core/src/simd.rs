@@ -224,6 +224,113 @@ unsafe fn dot_fp8_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, xb: &[
     sum
 }
 
+/// [`dot_fp8_bf16`]'s products where `vdpbf16ps` is missing: x given as its bf16 values in f32
+/// (`xr`, k), each weight formed as there (value·scale·2^-60, one rounding), rounded to bf16 in
+/// registers by [`bf16_bits`]' rule and multiplied in f32 FMA (bf16 × bf16 products are exact).
+/// AVX-512F, else AVX2; `None` elsewhere, for rows [`dot_fp8`] does not take, or when the sum is
+/// not finite (the caller's portable path then decides). Without it such rows were expanded and
+/// rounded one by one: 4-8x slower than the f32-activation dot.
+pub fn dot_fp8_bf16r(codes: &[u8], scales: &[f32], block: usize, xr: &[f32]) -> Option<f32> {
+    let k = xr.len();
+    if !fp8_row_fits(codes.len(), scales.len(), block, k, k) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512() {
+            // SAFETY: AVX-512F present; code and x loads are whole 16-vectors below k ≤
+            // codes.len() (checked above), scale indexes below k.div_ceil(block).
+            return Some(unsafe { dot_fp8_bf16r_avx512(codes, scales, block, xr) }).filter(|v| v.is_finite());
+        }
+        if avx2() {
+            // SAFETY: AVX2/FMA present (checked by `avx2`); reads as above, 8 at a time.
+            return Some(unsafe { dot_fp8_bf16r_avx2(codes, scales, block, xr) }).filter(|v| v.is_finite());
+        }
+    }
+    None
+}
+
+/// The bf16 weight dots' scalar tail (codes c..k): bf16(value·scale)·x, as `PackedFp8::get`.
+fn fp8_bf16_tail(codes: &[u8], scales: &[f32], block: usize, xr: &[f32], c: usize) -> f32 {
+    (c..xr.len()).map(|i| bf16_round(crate::quant::fp8::e4m3_decode(codes[i]) * scales[i / block]) * xr[i]).sum()
+}
+
+/// 16 f32 rounded to bf16 (as f32) by [`bf16_bits`]' rule for finite values; a zero exponent
+/// (f32 subnormal) gives +0. (NaN/inf are the callers' to catch: they filter a non-finite sum.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn bf16_round512(v: __m512) -> __m512 {
+    let b = _mm512_castps_si512(v);
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    let up = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb);
+    let normal = _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x7F80_0000));
+    _mm512_castsi512_ps(_mm512_maskz_and_epi32(normal, up, _mm512_set1_epi32(0xFFFF_0000u32 as i32)))
+}
+
+/// [`bf16_round512`] on 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bf16_round256(v: __m256) -> __m256 {
+    let b = _mm256_castps_si256(v);
+    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+    let up = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)), lsb), _mm256_set1_epi32(0xFFFF_0000u32 as i32));
+    let sub = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7F80_0000)), _mm256_setzero_si256());
+    _mm256_castsi256_ps(_mm256_andnot_si256(sub, up))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_fp8_bf16r_avx512(codes: &[u8], scales: &[f32], block: usize, xr: &[f32]) -> f32 {
+    let k = xr.len();
+    let shift = scale_shift(block, k);
+    let (cp, xp) = (codes.as_ptr(), xr.as_ptr());
+    // 16 weights of vector j: bf16(value·scale)·2^-60
+    let w = |j: usize| bf16_round512(_mm512_mul_ps(load_e4m3_biased(cp.add(16 * j)), _mm512_set1_ps(*scales.get_unchecked(j >> shift) * X_SHIFT)));
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut j = 0; // 16-code vector index
+    while 16 * (j + 4) <= k {
+        _mm_prefetch(cp.wrapping_add(16 * j + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        for (u, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(w(j + u), _mm512_loadu_ps(xp.add(16 * (j + u))), *a);
+        }
+        j += 4;
+    }
+    while 16 * (j + 1) <= k {
+        acc[0] = _mm512_fmadd_ps(w(j), _mm512_loadu_ps(xp.add(16 * j)), acc[0]);
+        j += 1;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, xr, 16 * j)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_fp8_bf16r_avx2(codes: &[u8], scales: &[f32], block: usize, xr: &[f32]) -> f32 {
+    let k = xr.len();
+    let shift = scale_shift(block, k);
+    let (cp, xp) = (codes.as_ptr(), xr.as_ptr());
+    // 8 weights from code c (c a multiple of 8, so one 16-code vector's scale): as the AVX-512 body
+    let w = |c: usize| {
+        let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(cp.add(c) as *const __m128i));
+        let v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<20>(v), _mm256_set1_epi32(0x87F0_0000u32 as i32)));
+        bf16_round256(_mm256_mul_ps(v, _mm256_set1_ps(*scales.get_unchecked((c >> 4) >> shift) * X_SHIFT)))
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut c = 0;
+    while c + 32 <= k {
+        _mm_prefetch(cp.wrapping_add(c + PREFETCH_AHEAD) as *const i8, _MM_HINT_T0);
+        for (u, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(w(c + 8 * u), _mm256_loadu_ps(xp.add(c + 8 * u)), *a);
+        }
+        c += 32;
+    }
+    while c + 16 <= k {
+        acc[0] = _mm256_fmadd_ps(w(c), _mm256_loadu_ps(xp.add(c)), acc[0]);
+        acc[1] = _mm256_fmadd_ps(w(c + 8), _mm256_loadu_ps(xp.add(c + 8)), acc[1]);
+        c += 16;
+    }
+    hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, xr, c)
+}
+
 /// `v` rounded to bf16 (nearest even) as f32, as `vcvtneps2bf16` does it: f32 subnormals
 /// become (signed) zero. The scalar twin of the bf16 paths' rounding.
 #[inline]
@@ -791,7 +898,6 @@ mod tests {
         }
     }
 
-    /// The bf16-activation dots (bf16 weights; fp8 rounded to bf16) against their scalar twin:
     /// The branch-free bf16 rounding against `half` (subnormals flushed, its documented twin) on
     /// a sweep of bit patterns (every sign, exponent and rounding case, NaN, inf, subnormals),
     /// and `f32_to_bf16` (AVX-512 BF16 / AVX2 / scalar, whichever runs) against both.
@@ -812,11 +918,52 @@ mod tests {
         }
     }
 
-    /// Σ bf16_round(w)·bf16_round(x) in f64.
+    /// The vector bf16 roundings of the fp8 dots without `vdpbf16ps` against [`bf16_bits`] on
+    /// the same sweep, finite values (a zero exponent gives +0 there, ±0 here).
+    #[test]
+    fn vector_bf16_rounding_matches_the_scalar_rule() {
+        let vals: Vec<f32> = (0..=u32::MAX / 4099).map(|i| f32::from_bits(i.wrapping_mul(4099) ^ (i & 0xFFFF))).filter(|v| v.is_finite()).collect();
+        let want: Vec<f32> = vals.iter().map(|&v| if v.is_subnormal() { 0.0 } else { bf16_round(v) }).collect();
+        #[cfg(target_arch = "x86_64")]
+        for (name, on) in [("avx512", avx512()), ("avx2", avx2())] {
+            if !on {
+                continue;
+            }
+            let lanes = if name == "avx512" { 16 } else { 8 };
+            for (c, w) in vals.chunks_exact(lanes).zip(want.chunks_exact(lanes)) {
+                let mut got = [0f32; 16];
+                // SAFETY: the feature is present (checked above); loads/stores of `lanes` floats.
+                unsafe {
+                    if lanes == 16 {
+                        _mm512_storeu_ps(got.as_mut_ptr(), bf16_round512(_mm512_loadu_ps(c.as_ptr())));
+                    } else {
+                        _mm256_storeu_ps(got.as_mut_ptr(), bf16_round256(_mm256_loadu_ps(c.as_ptr())));
+                    }
+                }
+                for l in 0..lanes {
+                    assert_eq!(got[l].abs().to_bits(), w[l].abs().to_bits(), "{name} {:#x}", c[l].to_bits());
+                }
+            }
+        }
+    }
+
+    /// The bf16-activation dots (bf16 weights; fp8 rounded to bf16) against their scalar twin,
+    /// Σ bf16_round(w)·bf16_round(x) in f64: the `vdpbf16ps` kernels where AVX512_BF16 runs, the
+    /// fp8 f32-FMA kernels (AVX-512F, AVX2) wherever they run.
     #[test]
     fn bf16_activation_dots_match_the_rounded_products() -> Result<()> {
-        if !avx512_bf16() {
-            eprintln!("no AVX512_BF16: skipped");
+        #[cfg(target_arch = "x86_64")]
+        type Kern = unsafe fn(&[u8], &[f32], usize, &[f32]) -> f32;
+        #[cfg(target_arch = "x86_64")]
+        let fma_kernels: Vec<(&str, Kern)> = [("avx512", avx512(), dot_fp8_bf16r_avx512 as Kern), ("avx2", avx2(), dot_fp8_bf16r_avx2 as Kern)]
+            .into_iter()
+            .filter(|k| k.1)
+            .map(|(n, _, f)| (n, f))
+            .collect();
+        #[cfg(not(target_arch = "x86_64"))]
+        let fma_kernels: Vec<(&str, fn())> = Vec::new();
+        if !avx512_bf16() && fma_kernels.is_empty() {
+            eprintln!("no AVX-512 or AVX2: skipped");
             return Ok(());
         }
         for k in [16usize, 37, 64, 100, 2048, 5632 + 7] {
@@ -832,11 +979,14 @@ mod tests {
             let bytes: Vec<u8> = w.iter().flat_map(|b| b.to_le_bytes()).collect();
             let want: f64 = w.iter().zip(&xr).map(|(&b, v)| f32::from_bits((b as u32) << 16) as f64 * v).sum();
             let mag: f64 = w.iter().zip(&xr).map(|(&b, v)| (f32::from_bits((b as u32) << 16) as f64 * v).abs()).sum();
-            let got = dot_bf16_bf16(&bytes, &xb).ok_or_else(|| Error::Internal("no bf16 dot".into()))?;
-            assert!(close(got, want as f32, mag as f32), "bf16 k={k}: {got} vs {want}");
+            if avx512_bf16() {
+                let got = dot_bf16_bf16(&bytes, &xb).ok_or_else(|| Error::Internal("no bf16 dot".into()))?;
+                assert!(close(got, want as f32, mag as f32), "bf16 k={k}: {got} vs {want}");
+            }
             // fp8 weights, every blocking
             let wf: Vec<f32> = (0..2 * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 3000.0).collect();
-            for b in [Blocking::DEFAULT, Blocking::new(128)?, Blocking::PerChannel] {
+            let xr32: Vec<f32> = xr.iter().map(|&v| v as f32).collect();
+            for b in [Blocking::DEFAULT, Blocking::new(32)?, Blocking::new(128)?, Blocking::PerChannel] {
                 let p = PackedFp8::prepack(&wf, 2, k, b)?;
                 let (codes, scales) = p.row(1);
                 if !fp8_row_fits(codes.len(), scales.len(), p.block, k, k) {
@@ -844,8 +994,18 @@ mod tests {
                 }
                 let want: f64 = (0..k).map(|c| bf16_round(p.get(1, c)) as f64 * xr[c]).sum();
                 let mag: f64 = (0..k).map(|c| (p.get(1, c) as f64 * xr[c]).abs()).sum();
-                let got = dot_fp8_bf16(codes, scales, p.block, &xb).ok_or_else(|| Error::Internal("no fp8 bf16 dot".into()))?;
-                assert!(close(got, want as f32, mag as f32), "fp8 {b:?} k={k}: {got} vs {want}");
+                if avx512_bf16() {
+                    let got = dot_fp8_bf16(codes, scales, p.block, &xb).ok_or_else(|| Error::Internal("no fp8 bf16 dot".into()))?;
+                    assert!(close(got, want as f32, mag as f32), "fp8 {b:?} k={k}: {got} vs {want}");
+                }
+                let got = dot_fp8_bf16r(codes, scales, p.block, &xr32).ok_or_else(|| Error::Internal("no fp8 bf16r dot".into()))?;
+                assert!(close(got, want as f32, mag as f32), "fp8 f32-FMA {b:?} k={k}: {got} vs {want}");
+                #[cfg(target_arch = "x86_64")]
+                for (name, f) in &fma_kernels {
+                    // SAFETY: the kernel's features are present (filtered above); the row fits.
+                    let got = unsafe { f(codes, scales, p.block, &xr32) };
+                    assert!(close(got, want as f32, mag as f32), "fp8 {name} {b:?} k={k}: {got} vs {want}");
+                }
             }
         }
         Ok(())
