@@ -21,21 +21,8 @@ cd "$ROOT"
 MODELS="${BENCH_MODELS:-tinyllama-q8_0,tinyllama-bf16,smollm2}"
 RUNS="${BENCH_RUNS:-3}"
 BUDGET="${BENCH_BUDGET_S:-30}"
-LLAMA_CPP_PYTHON=0.3.36
 CACHE="$ROOT/.cache/bench"
-mkdir -p "$CACHE/wheels"
-[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
-echo "== python packages" >&2
-python3 -m pip install -q gguf numpy sentencepiece >&2
-if ! python3 -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON')" 2>/dev/null; then
-  if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_CPP_PYTHON"-*.whl >/dev/null 2>&1; then
-    echo "== building llama-cpp-python $LLAMA_CPP_PYTHON (llama.cpp from source, GGML_NATIVE; once)" >&2
-    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-      python3 -m pip wheel --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$CACHE/wheels" >&2
-  fi
-  python3 -m pip install -q --find-links "$CACHE/wheels" "llama-cpp-python==$LLAMA_CPP_PYTHON" >&2
-fi
+ensure_llama_cpp "$CACHE"
 
 has() { [[ ",$MODELS," == *",$1,"* ]]; }
 types=()

