@@ -52,6 +52,8 @@ step "cargo test (release)" cargo test --workspace --release
 # every fallback this CPU can run is checked against the reference twins
 step "viva_core tests without AVX-512" env VIVA_NO_AVX512=1 cargo test --release -p viva_core
 step "viva_core tests without AVX-512 or AVX2" env VIVA_NO_AVX512=1 VIVA_NO_AVX2=1 cargo test --release -p viva_core
+# AVX-512 without AVX512_BF16 (Skylake-X to Ice Lake): bf16 activations on the f32 kernels
+step "viva_core unit tests without AVX512_BF16" env VIVA_NO_AVX512_BF16=1 cargo test --release -p viva_core --lib
 run_smollm2() {  # the real model: GGUF reader + tokenizer + forward vs transformers
   cargo test --release -p viva_core --test smollm2 --test gguf -- --ignored
 }

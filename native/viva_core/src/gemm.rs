@@ -23,7 +23,9 @@
 //!   `native` keeps HF parity and `bf16` stays identical to `native` on a bf16 checkpoint.
 //! - `Bf16`: activations and expanded weights rounded to bf16 (nearest even), products summed
 //!   in f32 by `vdpbf16ps` (2.7× the f32 FMA rate measured here); the decode GEMV makes the
-//!   same products (ops::linear). Without AVX512_BF16 the f32 tiles run on the rounded values.
+//!   same products (ops::linear). Without AVX512_BF16 the f32 tiles run on the rounded values
+//!   (rounded in registers as the band is expanded tile-major: pp32 +50-70 %, pp512 +30 % on
+//!   TinyLlama over rounding row-major rows, `VIVA_NO_AVX512_BF16=1` on 2 Zen 4 cores).
 //!
 //! `linear_batch_ref` is the plain twin (f64 sums over `weight_at`); tests compare every kernel.
 use std::cell::RefCell;
@@ -158,8 +160,8 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                 tile_bf16::<false>(x, wt, kp, share(rt, p), dst)
             }
         };
-        // the band straight into tile-major order (AVX-512)
-        if !round {
+        // the band straight into tile-major order (AVX-512; bf16-rounded in registers under `round`)
+        if !round || kernel == Kernel::F32 {
             let done = BAND_TILED.with(|bt| {
                 let mut tiled = bt.borrow_mut();
                 let span = tm_units(if kernel == Kernel::F32 { kp } else { kp / 2 });
@@ -170,7 +172,7 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                 }
                 let off = tiled.as_ptr().align_offset(64).min(16);
                 let tiled = &mut tiled[off..off + rows_pad * span];
-                if !expand_tiled(kernel, w, r0, rows, k, kp, tiled) {
+                if !expand_tiled(kernel, round, w, r0, rows, k, kp, tiled) {
                     return false;
                 }
                 match (kernel, pairs_as_u16(tiled)) {
@@ -469,9 +471,12 @@ fn row_src(w: &Linear, r: usize, k: usize) -> Option<RowSrc<'_>> {
 /// row-major expansion + a scalar reorder to [kp][RT] (~1.3 ns/weight: it only paid from 4
 /// token panels on, so pp32 ran its tiles from rows kp apart at 64 % of the FMA peak) — pp32
 /// +25-35 %, pp512 +7-17 % (TinyLlama, 2 Zen 4 cores, alternating runs).
+/// `round` (kernel F32 only: bf16 numerics on the f32 tiles, CPUs without AVX512_BF16): each
+/// value rounded to bf16 as `simd::bf16_round`, in registers.
 /// `false` (dst partly written) without AVX-512 (AVX512_BF16 for `Kernel::Bf16`) or for a
 /// weight [`row_src`] cannot read.
-fn expand_tiled(kernel: Kernel, w: &Linear, r0: usize, rows: usize, k: usize, kp: usize, dst: &mut [u32]) -> bool {
+#[allow(clippy::too_many_arguments)]
+fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, rows: usize, k: usize, kp: usize, dst: &mut [u32]) -> bool {
     let ok = match kernel {
         Kernel::F32 => crate::simd::avx512(),
         Kernel::Bf16 => crate::simd::avx512_bf16(),
@@ -504,7 +509,7 @@ fn expand_tiled(kernel: Kernel, w: &Linear, r0: usize, rows: usize, k: usize, kp
         // values ≥ whole·per_unit, fp8 scales c >> shift < k.div_ceil(block)); stores write
         // whole·RT ≤ RT·units elements of `tile`.
         unsafe {
-            expand_tile_avx512(kernel, &src, whole, tile.as_mut_ptr())
+            expand_tile_avx512(kernel, round, &src, whole, tile.as_mut_ptr())
         }
         for u in whole..span {
             for i in 0..RT {
@@ -512,7 +517,8 @@ fn expand_tiled(kernel: Kernel, w: &Linear, r0: usize, rows: usize, k: usize, kp
                 tile[at::<true>(i, u, span)] = if r >= rows || u >= units {
                     0
                 } else if kernel == Kernel::F32 {
-                    if u < k { weight_at(w, r0 + r, u).to_bits() } else { 0 }
+                    let v = if u < k { weight_at(w, r0 + r, u) } else { 0.0 };
+                    if round { crate::simd::bf16_round(v).to_bits() } else { v.to_bits() }
                 } else {
                     let half = |c: usize| if c < k { bf16_at(w, r0 + r, c) as u32 } else { 0 };
                     half(2 * u) | half(2 * u + 1) << 16
@@ -659,19 +665,23 @@ unsafe fn row_pairs16(s: RowSrc, c0: usize) -> __m512i {
     }
 }
 
-/// Units 0..whole (f32 values, or bf16 pairs for `Kernel::Bf16`; whole a multiple of KB) of a
-/// tile's RT rows into `dst` tile-major ([`at`]): each row's KB units are one 512-bit vector,
-/// loaded, converted and stored whole.
+/// Units 0..whole (f32 values, rounded to bf16 values under `round`, or bf16 pairs for
+/// `Kernel::Bf16`; whole a multiple of KB) of a tile's RT rows into `dst` tile-major ([`at`]):
+/// each row's KB units are one 512-bit vector, loaded, converted and stored whole.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn expand_tile_avx512(kernel: Kernel, src: &[RowSrc; RT], whole: usize, dst: *mut u32) {
+unsafe fn expand_tile_avx512(kernel: Kernel, round: bool, src: &[RowSrc; RT], whole: usize, dst: *mut u32) {
     // row by row: one stream of codes (and scales) at a time, which the hardware prefetcher
     // follows; the 12 rows side by side were 2x slower (12 streams of each)
     for (i, s) in src.iter().enumerate() {
         let mut u = 0;
         while u < whole {
             // block u / KB starts at (u / KB)·RT·KB = u·RT
-            let v = if kernel == Kernel::F32 { _mm512_castps_si512(row_f32x16(*s, u)) } else { row_pairs16(*s, 2 * u) };
+            let v = match kernel {
+                Kernel::F32 if round => _mm512_castps_si512(crate::simd::bf16_round512::<true>(row_f32x16(*s, u))),
+                Kernel::F32 => _mm512_castps_si512(row_f32x16(*s, u)),
+                _ => row_pairs16(*s, 2 * u),
+            };
             _mm512_storeu_si512(dst.add(u * RT + i * KB) as *mut __m512i, v);
             u += KB;
         }
@@ -812,13 +822,13 @@ mod tests {
         for (n, k) in [(1usize, 16usize), (12, 32), (29, 70), (30, 96), (50, 130), (13, 2)] {
             let kp = k.div_ceil(K_ALIGN) * K_ALIGN;
             for (name, w) in linears(n, k)? {
-                for kernel in [Kernel::F32, Kernel::Bf16] {
+                for (kernel, round) in [(Kernel::F32, false), (Kernel::F32, true), (Kernel::Bf16, false)] {
                     for (r0, rows) in [(0, n), (n / 3, n - n / 3)] {
                         let rows_pad = rows.div_ceil(RT) * RT;
                         let units = if kernel == Kernel::F32 { kp } else { kp / 2 };
                         let span = tm_units(units);
                         let mut got = vec![0xDEAD_BEEFu32; rows_pad * span];
-                        if !expand_tiled(kernel, &w, r0, rows, k, kp, &mut got) {
+                        if !expand_tiled(kernel, round, &w, r0, rows, k, kp, &mut got) {
                             // only where the CPU lacks the kernel's instructions
                             let has = if kernel == Kernel::F32 { crate::simd::avx512() } else { crate::simd::avx512_bf16() };
                             assert!(!has, "{name} {kernel:?} n{n} k{k}: fused expansion refused");
@@ -833,11 +843,12 @@ mod tests {
                             for u in 0..span {
                                 let want = match u < units {
                                     false => 0,
+                                    true if kernel == Kernel::F32 && round => crate::simd::bf16_round(f[u]).to_bits(),
                                     true if kernel == Kernel::F32 => f[u].to_bits(),
                                     true => b[2 * u] as u32 | (b[2 * u + 1] as u32) << 16,
                                 };
                                 let at = (r / RT) * RT * span + at::<true>(r % RT, u, span);
-                                assert_eq!(got[at], want, "{name} {kernel:?} n{n} k{k} rows {r0}+{rows}: row {r} unit {u}");
+                                assert_eq!(got[at], want, "{name} {kernel:?} round {round} n{n} k{k} rows {r0}+{rows}: row {r} unit {u}");
                             }
                         }
                     }
