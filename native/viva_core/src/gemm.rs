@@ -160,8 +160,9 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
                 tile_bf16::<false>(x, wt, kp, share(rt, p), dst)
             }
         };
-        // the band straight into tile-major order (AVX-512; bf16-rounded in registers under `round`)
-        if !round || kernel == Kernel::F32 {
+        // the band straight into tile-major order (the AVX-512 kernels; bf16-rounded in
+        // registers under `round`)
+        if matches!(kernel, Kernel::F32 | Kernel::Bf16) {
             let done = BAND_TILED.with(|bt| {
                 let mut tiled = bt.borrow_mut();
                 let span = tm_units(if kernel == Kernel::F32 { kp } else { kp / 2 });

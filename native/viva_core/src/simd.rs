@@ -216,12 +216,7 @@ unsafe fn dot_fp8_bf16_avx512(codes: &[u8], scales: &[f32], block: usize, xb: &[
         a1 = _mm512_dpbf16_ps(a1, _mm512_cvtne2ps_pbh(w(j + 3), w(j + 2)), ldx(16 * j + 32));
         j += 4;
     }
-    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * X_SHIFT;
-    let up = |b: u16| f32::from_bits((b as u32) << 16);
-    for c in 16 * j..k {
-        sum += bf16_round(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]) * up(xb[c]);
-    }
-    sum
+    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * X_SHIFT + fp8_bf16_tail(codes, scales, block, 16 * j..k, |c| f32::from_bits((xb[c] as u32) << 16))
 }
 
 /// [`dot_fp8_bf16`]'s products where `vdpbf16ps` is missing: x given as its bf16 values in f32
@@ -250,9 +245,10 @@ pub fn dot_fp8_bf16r(codes: &[u8], scales: &[f32], block: usize, xr: &[f32]) -> 
     None
 }
 
-/// The bf16 weight dots' scalar tail (codes c..k): bf16(value·scale)·x, as `PackedFp8::get`.
-fn fp8_bf16_tail(codes: &[u8], scales: &[f32], block: usize, xr: &[f32], c: usize) -> f32 {
-    (c..xr.len()).map(|i| bf16_round(crate::quant::fp8::e4m3_decode(codes[i]) * scales[i / block]) * xr[i]).sum()
+/// The bf16-weight fp8 dots' scalar tail over codes `cols`: bf16(value·scale) (as
+/// `PackedFp8::get`, rounded) times x's bf16 value `x(c)`.
+fn fp8_bf16_tail(codes: &[u8], scales: &[f32], block: usize, cols: std::ops::Range<usize>, x: impl Fn(usize) -> f32) -> f32 {
+    cols.map(|c| bf16_round(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]) * x(c)).sum()
 }
 
 /// 16 f32 rounded to bf16 (as f32) by [`bf16_round`]'s rule: nearest even by adding 0x7FFF plus
@@ -312,7 +308,7 @@ unsafe fn dot_fp8_bf16r_avx512(codes: &[u8], scales: &[f32], block: usize, xr: &
         acc[0] = _mm512_fmadd_ps(w(j), _mm512_loadu_ps(xp.add(16 * j)), acc[0]);
         j += 1;
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, xr, 16 * j)
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, 16 * j..k, |c| xr[c])
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -322,11 +318,7 @@ unsafe fn dot_fp8_bf16r_avx2(codes: &[u8], scales: &[f32], block: usize, xr: &[f
     let shift = scale_shift(block, k);
     let (cp, xp) = (codes.as_ptr(), xr.as_ptr());
     // 8 weights from code c (c a multiple of 8, so one 16-code vector's scale): as the AVX-512 body
-    let w = |c: usize| {
-        let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(cp.add(c) as *const __m128i));
-        let v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<20>(v), _mm256_set1_epi32(0x87F0_0000u32 as i32)));
-        bf16_round256(_mm256_mul_ps(v, _mm256_set1_ps(*scales.get_unchecked((c >> 4) >> shift) * X_SHIFT)))
-    };
+    let w = |c: usize| bf16_round256(_mm256_mul_ps(load_e4m3_biased8(cp.add(c)), _mm256_set1_ps(*scales.get_unchecked((c >> 4) >> shift) * X_SHIFT)));
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut c = 0;
     while c + 32 <= k {
@@ -341,7 +333,7 @@ unsafe fn dot_fp8_bf16r_avx2(codes: &[u8], scales: &[f32], block: usize, xr: &[f
         acc[1] = _mm256_fmadd_ps(w(c + 8), _mm256_loadu_ps(xp.add(c + 8)), acc[1]);
         c += 16;
     }
-    hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, xr, c)
+    hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) * X_SHIFT + fp8_bf16_tail(codes, scales, block, c..k, |c| xr[c])
 }
 
 /// `v` rounded to bf16 (nearest even) as f32, as `vcvtneps2bf16` does it: f32 subnormals
@@ -541,6 +533,14 @@ unsafe fn load_e4m3_biased(p: *const u8) -> __m512 {
     _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(c, 20), _mm512_set1_epi32(0x87F0_0000u32 as i32)))
 }
 
+/// [`load_e4m3_biased`] for 8 codes in 256-bit registers (the AVX2 fp8 dots).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_e4m3_biased8(p: *const u8) -> __m256 {
+    let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i));
+    _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<20>(c), _mm256_set1_epi32(0x87F0_0000u32 as i32)))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn load16(p: *const u8, kind: Half) -> __m512 {
@@ -715,11 +715,7 @@ unsafe fn dot_fp8_avx2(codes: &[u8], scales: &[f32], block: usize, xs: &[f32]) -
     let (cp, xp) = (codes.as_ptr(), xs.as_ptr());
     let sh = scale_shift(block, k) + 4;
     let scale = |c: usize| _mm256_set1_ps(*scales.get_unchecked(c >> sh));
-    // 8 codes → value·2^-120 (see load_e4m3_biased)
-    let ld = |c: usize| {
-        let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(cp.add(c) as *const __m128i));
-        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<20>(v), _mm256_set1_epi32(0x87F0_0000u32 as i32)))
-    };
+    let ld = |c: usize| load_e4m3_biased8(cp.add(c));
     // Σ over n 16-code vectors from c, one scale
     let segment = |c: usize, n: usize| {
         let (mut p0, mut p1) = (_mm256_mul_ps(ld(c), _mm256_loadu_ps(xp.add(c))), _mm256_mul_ps(ld(c + 8), _mm256_loadu_ps(xp.add(c + 8))));
