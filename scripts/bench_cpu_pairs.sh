@@ -25,11 +25,8 @@ if [ ! -f "$MODEL" ]; then
   echo "== writing the random TinyLlama-shaped Q8_0 GGUF" >&2
   python3 bench/peer/make_random_gguf.py --out-dir "$CACHE" --types q8_0 >&2
 fi
-echo "== building cpu_peer" >&2
-cargo build --release -p viva_bench --bin cpu_peer >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cpu_peer"
-COMMIT="$(git rev-parse --short HEAD)"
-[ -n "$(git status --porcelain --untracked-files=no)" ] && COMMIT="$COMMIT (uncommitted changes in the tree)"
+BIN="$(build_cpu_peer)"
+COMMIT="$(tree_commit)"
 OUT="$CACHE/pairs-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 for r in $(seq 1 "$ROUNDS"); do

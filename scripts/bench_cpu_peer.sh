@@ -35,13 +35,8 @@ fi
 SMOL=""
 has smollm2 && SMOL="$(fetch_smollm2)"
 
-echo "== building cpu_peer" >&2
-cargo build --release -p viva_bench --bin cpu_peer >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cpu_peer"
-
-# the tree the engine is built from (others may commit while the run goes on)
-COMMIT="$(git rev-parse --short HEAD)"
-[ -n "$(git status --porcelain --untracked-files=no)" ] && COMMIT="$COMMIT (uncommitted changes in the tree)"
+BIN="$(build_cpu_peer)"
+COMMIT="$(tree_commit)"
 OUT="$CACHE/run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 rows=()

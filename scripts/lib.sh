@@ -83,3 +83,19 @@ ensure_llama_cpp() {
     python3 -m pip install -q --find-links "$cache/wheels" "llama-cpp-python==$version" >&2
   fi
 }
+
+# cpu_peer (release) built for the benchmark scripts; prints its path.
+build_cpu_peer() {
+  echo "== building cpu_peer" >&2
+  cargo build --release -p viva_bench --bin cpu_peer >&2
+  echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/cpu_peer"
+}
+
+# The tree a benchmark measures: HEAD's short hash, marked when tracked files differ from it
+# (taken at the start: others may commit while the run goes on).
+tree_commit() {
+  local c
+  c="$(git rev-parse --short HEAD)"
+  if [ -n "$(git status --porcelain --untracked-files=no)" ]; then c="$c (uncommitted changes in the tree)"; fi
+  echo "$c"
+}
