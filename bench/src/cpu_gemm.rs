@@ -66,6 +66,18 @@ fn read_bandwidth() -> f64 {
 #[cfg(target_arch = "x86_64")]
 mod peak {
     use std::arch::x86_64::*;
+    /// 12 independent chains of `step`, PEAK_ITERS steps each; inlined into the callers' target
+    /// features.
+    #[inline(always)]
+    fn chains<V: Copy>(start: V, step: impl Fn(V) -> V) -> [V; 12] {
+        let mut a = [start; 12];
+        for _ in 0..super::PEAK_ITERS {
+            for v in a.iter_mut() {
+                *v = step(*v);
+            }
+        }
+        a
+    }
     /// 12 independent FMA chains (16 MACs each per step).
     pub fn fma() -> f32 {
         if !is_x86_feature_detected!("avx512f") {
@@ -76,14 +88,8 @@ mod peak {
     }
     #[target_feature(enable = "avx512f")]
     unsafe fn fma_loop() -> f32 {
-        let mut a = [_mm512_set1_ps(0.5); 12];
         let (x, y) = (_mm512_set1_ps(1.000_001), _mm512_set1_ps(0.999_999));
-        for _ in 0..super::PEAK_ITERS {
-            for v in a.iter_mut() {
-                *v = _mm512_fmadd_ps(x, y, *v);
-            }
-        }
-        a.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+        chains(_mm512_set1_ps(0.5), |v| _mm512_fmadd_ps(x, y, v)).iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
     }
     /// 12 independent 256-bit FMA chains (8 MACs each per step): the AVX2 kernel's peak.
     pub fn fma256() -> f32 {
@@ -95,13 +101,8 @@ mod peak {
     }
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fma256_loop() -> f32 {
-        let mut a = [_mm256_set1_ps(0.5); 12];
         let (x, y) = (_mm256_set1_ps(1.000_001), _mm256_set1_ps(0.999_999));
-        for _ in 0..super::PEAK_ITERS {
-            for v in a.iter_mut() {
-                *v = _mm256_fmadd_ps(x, y, *v);
-            }
-        }
+        let a = chains(_mm256_set1_ps(0.5), |v| _mm256_fmadd_ps(x, y, v));
         // every chain feeds the result, so none is dead code
         let sum = a.iter().fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
         let mut out = [0f32; 8];
@@ -118,14 +119,8 @@ mod peak {
     }
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn dp_loop() -> f32 {
-        let mut a = [_mm512_set1_ps(0.5); 12];
         let x: __m512bh = std::mem::transmute(_mm512_set1_epi16(0x3f80));
-        for _ in 0..super::PEAK_ITERS {
-            for v in a.iter_mut() {
-                *v = _mm512_dpbf16_ps(*v, x, x);
-            }
-        }
-        a.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+        chains(_mm512_set1_ps(0.5), |v| _mm512_dpbf16_ps(v, x, x)).iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
     }
 }
 
