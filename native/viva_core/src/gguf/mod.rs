@@ -533,6 +533,7 @@ impl Gguf {
         for (name, shape, make) in lazy {
             ckpt.add_lazy(name, shape, make);
         }
+        cfg.check_tensors(&ckpt)?;
         Ok(ckpt)
     }
 }
