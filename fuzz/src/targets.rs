@@ -87,6 +87,7 @@ pub fn gguf(data: &[u8]) {
                     assert_eq!(Some(t.shape.as_slice()), ckpt.shape(name));
                 }
             }
+            not_internal(&cfg.check_tensors(&ckpt));
         }
     }
 }

@@ -533,6 +533,14 @@ impl Gguf {
         for (name, shape, make) in lazy {
             ckpt.add_lazy(name, shape, make);
         }
+        Ok(ckpt)
+    }
+
+    /// `to_checkpoint` for a model: also checks that every tensor `cfg` implies is there with
+    /// its shape ([`ModelConfig::check_tensors`]), so no dimension of the metadata that the
+    /// tensors do not back reaches the model builder.
+    pub fn model_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
+        let ckpt = self.to_checkpoint(cfg)?;
         cfg.check_tensors(&ckpt)?;
         Ok(ckpt)
     }
