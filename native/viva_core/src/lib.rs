@@ -1,6 +1,7 @@
 //! viva_core: the viva_tensor engine. A plain Rust library with no BEAM types:
 //! checkpoint loading, tokenization, the Llama forward pass, sampling and generation.
 
+pub mod alloc;
 pub mod attn;
 pub mod backend;
 pub mod chat;
