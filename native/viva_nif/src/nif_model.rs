@@ -118,7 +118,7 @@ fn model_generate<'a>(
         if let Err(e) = gen_opts.validate() {
             return error_tuple(env, &e);
         }
-        match handle.0.generate(text, &gen_opts) {
+        match generate_text(&handle.0, text, &gen_opts, while_caller_alive(env)) {
             Ok(result) => encode_result(env, &result),
             Err(e) => error_tuple(env, &e),
         }
@@ -149,11 +149,38 @@ fn model_chat<'a>(env: Env<'a>, model_term: Term<'a>, messages_term: Term<'a>, o
             Ok(o) => o,
             Err(bad) => return invalid_option_error(env, bad.key, bad.value),
         };
-        match handle.0.chat(&msgs, &gen_opts) {
+        match handle.0.chat_with(&msgs, &gen_opts, while_caller_alive(env)) {
             Ok(result) => encode_result(env, &result),
             Err(e) => error_tuple(env, &e),
         }
     })
+}
+
+/// `generate` of a prompt with a per-token callback (generate/3 and stream/4 share it).
+pub(crate) fn generate_text(
+    llm: &Llm,
+    text: &str,
+    opts: &GenerateOptions,
+    on_text: impl FnMut(&str) -> viva_core::Result<()>,
+) -> viva_core::Result<GenerateResult> {
+    let ids = llm.tokenizer.encode(text, true)?;
+    llm.generate_with(&ids, opts, on_text)
+}
+
+/// The per-token callback of a dirty NIF's generation: stops it (and frees its KV cache) once
+/// the calling process is gone — killed by a supervisor, or a `gen_server:call` timeout.
+/// A dirty NIF keeps the caller's process env, and `enif_is_current_process_alive` is the
+/// erl_nif call made for this (valid on the NIF-calling thread with that env; a killed process
+/// is marked exiting at once, while its dirty NIF runs on). One flag read per token.
+fn while_caller_alive(env: Env<'_>) -> impl FnMut(&str) -> viva_core::Result<()> + '_ {
+    move |_| {
+        // SAFETY: `env` is this NIF call's own process env, used on the calling thread.
+        if unsafe { rustler::sys::enif_is_current_process_alive(env.as_c_arg()) } != 0 {
+            Ok(())
+        } else {
+            Err(viva_core::Error::Cancelled)
+        }
+    }
 }
 
 #[rustler::nif]

@@ -10,7 +10,7 @@ use rustler::env::OwnedEnv;
 use rustler::{Binary, Encoder, Env, LocalPid, ResourceArc, Term};
 use viva_core::Error;
 
-use crate::nif_model::{decode_generate_options, guarded, result_map};
+use crate::nif_model::{decode_generate_options, generate_text, guarded, result_map};
 use crate::reason::{self, error_tuple, invalid_option_error};
 use crate::resources::ModelResource;
 
@@ -68,8 +68,7 @@ fn model_stream<'a>(env: Env<'a>, m: Term<'a>, p: Term<'a>, opts: Term<'a>, to: 
             let mut msg_env = OwnedEnv::new();
             let llm = &handle.0;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let ids = llm.tokenizer.encode(&text, true)?;
-                llm.generate_with(&ids, &gen_opts, |chunk| {
+                generate_text(llm, &text, &gen_opts, |chunk| {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Error::Cancelled);
                     }
