@@ -56,8 +56,10 @@
                 | empty_prompt
                 | {token_out_of_range, Id :: non_neg_integer(), Vocab :: non_neg_integer()}
                 | {no_tokenizer, binary()}
+                | {no_chat_template, binary()}
                 | {io_error, Path :: binary(), Detail :: binary()}
                 | cuda_unavailable
+                | {cuda_error, Detail :: binary()}
                 | out_of_memory
                 | cancelled
                 | {internal, binary()}.
