@@ -144,12 +144,18 @@ pub fn bytes_for(n: &[usize], size: usize) -> Option<usize> {
     n.iter().try_fold(size, |acc, &d| acc.checked_mul(d))
 }
 
-/// A little-endian f32 binary of exactly `len` floats.
-pub fn f32s<'a>(t: Term<'a>, key: Atom, len: usize) -> Result<Vec<f32>, Fail<'a>> {
-    let b = binary(t, key)?;
-    match bytes_for(&[len], 4) {
-        Some(want) if want == b.len() => {}
-        want => return Err(size_error(&format!("{key:?} bytes"), vec![want.unwrap_or(usize::MAX)], vec![b.len()])),
+/// `got` bytes must hold exactly `dims`' product of `size`-byte values, else
+/// `{shape_mismatch, Name, [Bytes], [Got]}` (`Dims ++ [Size]` when the product overflows).
+pub fn check_bytes<'a>(name: &str, dims: &[usize], size: usize, got: usize) -> Result<(), Fail<'a>> {
+    match bytes_for(dims, size) {
+        Some(want) if want == got => Ok(()),
+        want => Err(size_error(name, want.map_or_else(|| [dims, &[size]].concat(), |w| vec![w]), vec![got])),
     }
+}
+
+/// A little-endian f32 binary of exactly `dims`' product floats.
+pub fn f32s<'a>(t: Term<'a>, key: Atom, dims: &[usize]) -> Result<Vec<f32>, Fail<'a>> {
+    let b = binary(t, key)?;
+    check_bytes(&format!("{key:?} bytes"), dims, 4, b.len())?;
     Ok(b.as_slice().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }

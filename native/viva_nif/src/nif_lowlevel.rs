@@ -15,7 +15,7 @@ use viva_core::tensor::{DType, Storage, TensorView};
 use viva_core::weights::Embedding;
 use viva_core::Error;
 
-use crate::args::{bad, binary, bytes_for, decode, dtype_of, f32s, is_nil, ok, resource, run, shape_of, size_error, usize_of, Out};
+use crate::args::{bad, binary, check_bytes, decode, dtype_of, f32s, is_nil, ok, resource, run, shape_of, size_error, usize_of, Out};
 use crate::nif_model::atom_map;
 use crate::reason::Fail;
 use crate::resources::ModelResource;
@@ -54,8 +54,7 @@ fn encode_f32<'a>(env: Env<'a>, v: &[f32]) -> Term<'a> {
 fn prepack<'a>(env: Env<'a>, w: Term<'a>, s: Term<'a>, blocking: Blocking) -> Out<'a> {
     let dims = shape_of(s)?;
     let [n, kk] = dims[..] else { return Err(size_error("weight shape [out, in]", vec![0, 0], dims)) };
-    let len = n.checked_mul(kk).ok_or_else(|| bad(weight(), s))?;
-    let data = f32s(w, weight(), len)?;
+    let data = f32s(w, weight(), &[n, kk])?;
     let p = PackedFp8::prepack(&data, n, kk, blocking)?;
     ok(env, ResourceArc::new(PackedResource(p)))
 }
@@ -120,10 +119,7 @@ fn input_arg<'a>(t: Term<'a>, kk: usize) -> Result<(usize, Act), Fail<'a>> {
         return Err(size_error("input shape [m, k]", vec![m, kk], vec![m, kin]));
     }
     let b = binary(bin, input())?;
-    match bytes_for(&[m, kk], dt.size()) {
-        Some(want) if want == b.len() => {}
-        want => return Err(size_error("input bytes", vec![want.unwrap_or(usize::MAX)], vec![b.len()])),
-    }
+    check_bytes("input bytes", &[m, kk], dt.size(), b.len())?;
     let s = b.as_slice();
     let act = match dt {
         DType::F32 => Act::F32(s.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
@@ -137,7 +133,7 @@ fn bias_arg<'a>(t: Term<'a>, n_out: usize) -> Result<Option<Vec<f32>>, Fail<'a>>
     if is_nil(t) {
         Ok(None)
     } else {
-        f32s(t, bias(), n_out).map(Some)
+        f32s(t, bias(), &[n_out]).map(Some)
     }
 }
 
@@ -208,10 +204,10 @@ fn embedding_table_new<'a>(env: Env<'a>, bin: Term<'a>, r: Term<'a>, c: Term<'a>
     run(env, || {
         let (nr, nc, dt) = (usize_of(r, rows())?, usize_of(c, cols())?, dtype_of(d)?);
         let b = binary(bin, table())?;
-        let want = bytes_for(&[nr, nc], dt.size()).filter(|&w| w > 0);
-        if want != Some(b.len()) {
-            return Err(size_error("embedding table bytes", vec![want.unwrap_or(0)], vec![b.len()]));
+        if nr == 0 || nc == 0 {
+            return Err(size_error("embedding table [rows, cols]", vec![1, 1], vec![nr, nc]));
         }
+        check_bytes("embedding table bytes", &[nr, nc], dt.size(), b.len())?;
         let len = b.len();
         let view = TensorView::new("embedding".into(), dt, vec![nr, nc], std::sync::Arc::new(Storage::Heap(b.as_slice().to_vec())), 0, len);
         let table_res = EmbeddingResource { table: Embedding::Native(view), rows: nr, cols: nc };

@@ -9,7 +9,7 @@ use viva_core::convert::{self, HeaderEntry};
 use viva_core::safetensors::Checkpoint;
 use viva_core::Error;
 
-use crate::args::{self, binary, bytes_for, decode, dim_of, ok, run, size_error};
+use crate::args::{self, binary, check_bytes, decode, dim_of, ok, run};
 use crate::reason::Fail;
 
 rustler::atoms! { path, name, bin, rows, cols, dtype, shape, data_offsets, offset, size, file, data_start }
@@ -104,11 +104,7 @@ fn transpose_fp32<'a>(env: Env<'a>, b: Term<'a>, r: Term<'a>, c: Term<'a>) -> Te
     run(env, || {
         let src = binary(b, bin())?;
         let (nr, nc) = (dim_of(r, rows())?, dim_of(c, cols())?);
-        let want = bytes_for(&[nr, nc], 4);
-        if want != Some(src.len()) {
-            let expected = want.map_or_else(|| vec![nr, nc, 4], |w| vec![w]);
-            return Err(size_error("transpose_fp32 bytes", expected, vec![src.len()]));
-        }
+        check_bytes("transpose_fp32 bytes", &[nr, nc], 4, src.len())?;
         let mut out = alloc_binary(src.len())?;
         let (words, _) = src.as_slice().as_chunks::<4>();
         let (dst, _) = out.as_mut_slice().as_chunks_mut::<4>();
