@@ -54,6 +54,18 @@ pub fn decode<'a, T: Decoder<'a>>(t: Term<'a>, key: Atom) -> Result<T, Fail<'a>>
     t.decode().map_err(|_| bad(key, t))
 }
 
+/// A proper list of `T` (rustler's `Vec` decoder panics on an improper list).
+pub fn list_of<'a, T: Decoder<'a>>(t: Term<'a>, key: Atom) -> Result<Vec<T>, Fail<'a>> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| bad(key, t))?;
+        out.push(head.decode().map_err(|_| bad(key, t))?);
+        rest = tail;
+    }
+    Ok(out)
+}
+
 pub fn resource<'a, T: rustler::Resource>(t: Term<'a>, key: Atom) -> Result<ResourceArc<T>, Fail<'a>> {
     decode(t, key)
 }
@@ -125,7 +137,7 @@ pub fn with_option_terms<'a, T>(opts: Term<'a>, r: viva_core::Result<T>) -> Resu
 
 /// A non-empty list of positive dimensions.
 pub fn shape_of<'a>(t: Term<'a>) -> Result<Vec<usize>, Fail<'a>> {
-    let dims: Vec<u64> = decode(t, shape())?;
+    let dims: Vec<u64> = list_of(t, shape())?;
     let dims: Option<Vec<usize>> = dims.into_iter().map(|d| usize::try_from(d).ok().filter(|&d| d > 0)).collect();
     dims.filter(|d| !d.is_empty()).ok_or_else(|| bad(shape(), t))
 }

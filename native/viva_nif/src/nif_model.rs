@@ -15,7 +15,7 @@ use viva_core::quant::fp8::Blocking;
 use viva_core::weights::{Activations, WeightFormat};
 use viva_core::Error;
 
-use crate::args::{self, bad, decode, is_atom, ok, one_of, options, resource, run, usize_of, utf8, with_option_terms, Out};
+use crate::args::{self, bad, decode, is_atom, list_of, ok, one_of, options, resource, run, usize_of, utf8, with_option_terms, Out};
 use crate::reason::Fail;
 use crate::resources::ModelResource;
 
@@ -71,7 +71,7 @@ fn model_generate<'a>(env: Env<'a>, model_term: Term<'a>, prompt_term: Term<'a>,
 fn model_chat<'a>(env: Env<'a>, model_term: Term<'a>, messages_term: Term<'a>, opts_term: Term<'a>) -> Term<'a> {
     run(env, || {
         let handle = resource::<ModelResource>(model_term, model())?;
-        let pairs: Vec<(Term<'a>, Term<'a>)> = decode(messages_term, messages())?;
+        let pairs: Vec<(Term<'a>, Term<'a>)> = list_of(messages_term, messages())?;
         let msgs = pairs
             .into_iter()
             .map(|(r, c)| Ok(Message { role: utf8(r, messages())?.to_string(), content: utf8(c, messages())?.to_string() }))

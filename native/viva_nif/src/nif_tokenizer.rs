@@ -3,7 +3,7 @@
 use rustler::{Env, ResourceArc, Term};
 use viva_core::tokenizer::Tokenizer;
 
-use crate::args::{self, decode, ok, resource, run, utf8};
+use crate::args::{self, list_of, ok, resource, run, utf8};
 use crate::resources_tokenizer::TokenizerResource;
 
 rustler::atoms! { path, tokenizer, text, ids }
@@ -29,7 +29,7 @@ fn tokenizer_encode<'a>(env: Env<'a>, t: Term<'a>, s: Term<'a>) -> Term<'a> {
 fn tokenizer_decode<'a>(env: Env<'a>, t: Term<'a>, i: Term<'a>) -> Term<'a> {
     run(env, || {
         let tok = resource::<TokenizerResource>(t, tokenizer())?;
-        let list: Vec<u32> = decode(i, ids())?;
+        let list: Vec<u32> = list_of(i, ids())?;
         ok(env, tok.0.decode(&list, true)?)
     })
 }
