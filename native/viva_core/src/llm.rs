@@ -334,10 +334,20 @@ impl Llm {
     /// from; the rendered text carries its own BOS, so it is encoded without special tokens
     /// (as HF's apply_chat_template does).
     pub fn chat(&self, messages: &[Message], opts: &GenerateOptions) -> Result<GenerateResult> {
+        self.chat_with(messages, opts, |_| Ok(()))
+    }
+
+    /// `chat` with `generate_with`'s per-token callback.
+    pub fn chat_with(
+        &self,
+        messages: &[Message],
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str) -> Result<()>,
+    ) -> Result<GenerateResult> {
         let template = self.chat_template.as_ref().ok_or_else(|| Error::NoChatTemplate(self.tokenizer.path().display().to_string()))?;
         let prompt = template.render(messages, true)?;
         let ids = self.tokenizer.encode(&prompt, false)?;
-        self.generate_ids(&ids, opts)
+        self.generate_with(&ids, opts, on_text)
     }
 
     /// Logits after the last of `ids` (tests and fixtures).
