@@ -312,7 +312,7 @@ fn kv_cache_new<'a>(env: Env<'a>, m: Term<'a>, s: Term<'a>) -> Term<'a> {
         if seq == 0 || seq > max {
             return Err(bad(env, max_seq(), s));
         }
-        let state = DecodeState::new(&model_res.0.model, seq);
+        let state = DecodeState::new(engine(env, model_res.0.model())?, seq);
         Ok(ok(env, ResourceArc::new(KvCacheResource(Mutex::new(state)))))
     })
 }
@@ -331,7 +331,8 @@ fn step<'a, R>(
     let token_id = tok.decode::<u32>().map_err(|_| bad(env, token(), tok))?;
     let position = usize_arg(env, p, pos())?;
     let mut state = cache.0.lock().map_err(|_| internal_error(env, "kv cache lock poisoned"))?;
-    let logits = engine(env, state.step_at(&model_res.0.model, token_id, position))?;
+    let model = engine(env, model_res.0.model())?;
+    let logits = engine(env, state.step_at(model, token_id, position))?;
     Ok(read(logits))
 }
 
