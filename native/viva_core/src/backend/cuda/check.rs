@@ -103,3 +103,46 @@ pub fn pack_fp8(lin: &Linear, blocking: crate::quant::fp8::Blocking) -> Result<(
     s.synchronize().map_err(drv("sync"))?;
     Ok((codes, scales))
 }
+
+/// `lin` (a `Native` linear) rounded to bf16 on the device: (n, row_stride) bf16 bits, padded.
+pub fn to_bf16(lin: &Linear) -> Result<(usize, Vec<u16>)> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let Linear::Native(parts) = lin else { return Err(Error::Internal("to_bf16 takes a native linear".into())) };
+    let w = DevLinear::from_parts(&gpu, &s, &parts.iter().collect::<Vec<_>>(), crate::weights::WeightFormat::Bf16)?;
+    let mut bytes = vec![0u8; w.n * w.row_stride * 2];
+    s.memcpy_dtoh(&w.data, &mut bytes).map_err(drv("read"))?;
+    s.synchronize().map_err(drv("sync"))?;
+    Ok((w.row_stride, bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()))
+}
+
+/// Device memory held until dropped (the out-of-memory tests).
+pub struct MemoryHog(#[allow(dead_code)] Vec<cudarc::driver::CudaSlice<u8>>);
+
+/// Allocates all but `leave` bytes of the GPU's free memory (in 1 GiB pieces, then the rest).
+pub fn hog_memory(leave: usize) -> Result<MemoryHog> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let mut held = Vec::new();
+    loop {
+        let (free, _) = gpu.ctx.mem_get_info().map_err(drv("mem_get_info"))?;
+        let want = free.saturating_sub(leave).min(1 << 30);
+        if want < (2 << 20) {
+            break;
+        }
+        held.push(s.alloc_zeros::<u8>(want).map_err(drv("hog alloc"))?);
+        s.synchronize().map_err(drv("sync"))?;
+    }
+    Ok(MemoryHog(held))
+}
+
+/// Free device memory in bytes.
+pub fn free_memory() -> Result<usize> {
+    let gpu = require_gpu()?;
+    Ok(gpu.ctx.mem_get_info().map_err(drv("mem_get_info"))?.0)
+}
+
+/// Opens (and drops) a GPU session of `max_seq` positions on `llm`: KV cache and scratch.
+pub fn open_session(llm: &Llm, max_seq: usize) -> Result<()> {
+    CudaSession::new(cuda_model(llm)?, max_seq).map(|_| ())
+}
