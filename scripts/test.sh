@@ -48,6 +48,9 @@ echo "VIVA_FIXTURES=$VIVA_FIXTURES"
 echo "VIVA_MODELS=$VIVA_MODELS"
 # One profile (release) for the Rust tests and the NIF, so dependencies build once.
 step "cargo test (release)" cargo test --workspace --release
+# the fuzz corpora and past failures through the fuzz targets' bodies, without libFuzzer
+# (fuzz/README.md; also part of the workspace run above, named here so it shows)
+step "fuzz corpora replay" cargo test --release -p viva_core --test fuzz_replay
 # the engine's kernels again one level down each time (AVX-512 → AVX2 → portable lanes), so
 # every fallback this CPU can run is checked against the reference twins
 step "viva_core tests without AVX-512" env VIVA_NO_AVX512=1 cargo test --release -p viva_core

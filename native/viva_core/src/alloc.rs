@@ -41,6 +41,34 @@ pub fn checked_len(dims: &[usize]) -> Result<usize> {
     dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(Error::OutOfMemory)
 }
 
+/// Size caps for the JSON files a checkpoint holds, far above real ones, so a huge or endless
+/// file (its parsed tree is several times its size) is refused instead of exhausting memory.
+/// tokenizer.json: Gemma's is ~33 MB, Llama-3's 9 MB.
+pub const MAX_TOKENIZER_JSON: u64 = 256 << 20;
+/// config.json, generation_config.json, tokenizer_config.json (Llama-3's is 50 kB),
+/// model.safetensors.index.json (a 405B model's is ~100 kB).
+pub const MAX_SMALL_JSON: u64 = 64 << 20;
+
+/// The bytes of `path`, refused (`BadFormat`) when the file is larger than `max` bytes; the
+/// read itself is fallible (`OutOfMemory`).
+pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max {
+        return Err(Error::bad_format(path, format!("file is {len} bytes, more than the {max} this file can need")));
+    }
+    let mut buf = try_with_capacity(len as usize)?;
+    // `take`: a file that grows while being read stays within the cap
+    file.take(max).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+/// [`read_file`] as UTF-8 text (`BadFormat` when it is not).
+pub fn read_text(path: &std::path::Path, max: u64) -> Result<String> {
+    String::from_utf8(read_file(path, max)?).map_err(|_| Error::bad_format(path, "not UTF-8"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

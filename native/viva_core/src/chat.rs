@@ -62,7 +62,7 @@ impl ChatTemplate {
     /// The template of a tokenizer_config.json, None when it has none. A list of named
     /// templates picks "default", as transformers does.
     pub fn from_tokenizer_config(path: &Path) -> Result<Option<Self>> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::alloc::read_text(path, crate::alloc::MAX_SMALL_JSON)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::bad_format(path, e.to_string()))?;
         let source = match v.get("chat_template") {
             Some(Value::String(s)) => s.clone(),

@@ -157,10 +157,7 @@ fn parse_object<'a>(json: &'a Value, file: &'a Path) -> Result<Obj<'a>> {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidData => Error::bad_format(path, "not UTF-8"),
-        _ => Error::io(path, e),
-    })
+    crate::alloc::read_text(path, crate::alloc::MAX_SMALL_JSON)
 }
 
 fn parse_json(text: &str, file: &Path) -> Result<Value> {

@@ -107,10 +107,7 @@ impl Checkpoint {
     /// relative to the index's folder. Each shard is mapped once, and every name the index
     /// lists must be in the shard it names.
     fn open_index(index: &Path, dir: PathBuf) -> Result<Self> {
-        let text = std::fs::read_to_string(index).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::bad_format(index, "index is not UTF-8"),
-            _ => Error::io(index, e),
-        })?;
+        let text = crate::alloc::read_text(index, crate::alloc::MAX_SMALL_JSON)?;
         let (wanted, shards) = parse_index(&text, index)?;
         let mut ckpt = Checkpoint { dir: dir.clone(), files: Vec::new(), tensors: HashMap::new() };
         let mut owner: HashMap<String, usize> = HashMap::new(); // tensor name → index into `shards`

@@ -15,7 +15,7 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::alloc::read_file(path, crate::alloc::MAX_TOKENIZER_JSON)?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -317,6 +317,24 @@ fn hostile_sizes_give_errors_not_aborts() {
         Ok(_) => panic!("16 q rows are not 3 heads"),
     }
 
+    // a SentencePiece vocabulary with a 64 kB piece: deriving its merges would cost 2^32
+    // hashing steps per piece; refused up front
+    let arr = |ty: u32, items: Vec<Vec<u8>>| {
+        let mut b = ty.to_le_bytes().to_vec();
+        b.extend((items.len() as u64).to_le_bytes());
+        items.into_iter().for_each(|i| b.extend(i));
+        b
+    };
+    let mut w = Writer::new(3);
+    w.kv("tokenizer.ggml.model", 8, s("llama"))
+        .kv("tokenizer.ggml.tokens", 9, arr(8, vec![s("a"), s(&"ab".repeat(1 << 15))]))
+        .kv("tokenizer.ggml.scores", 9, arr(6, vec![0f32.to_le_bytes().to_vec(); 2]));
+    let g = Gguf::open(&tmp("long_piece.gguf", &w.bytes())).unwrap();
+    match viva_core::gguf::tokenizer::tokenizer_json(&g) {
+        Err(Error::BadFormat { detail, .. }) => assert!(detail.contains("too long"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+
     // metadata dimensions the tensors do not back: model_checkpoint names the first tensor
     // that is missing or misshapen, so the model builder never sees them
     let full = |w: &mut Writer, hidden: u64, q: u64, kv: u64, ff: u64, vocab: u64| {

@@ -903,3 +903,23 @@ fn every_truncation_and_random_corruption_is_ok_or_bad_format() {
         check(&bytes, &format!("mutation {i}"));
     }
 }
+
+/// JSON files far larger than any real one (their parsed trees are several times their size)
+/// are refused by size before they are read: sparse files, so nothing is written.
+#[test]
+fn oversized_json_files_are_refused_unread() {
+    let dir = TempDir::new("oversized");
+    let sparse = |name: &str, len: u64| {
+        let p = dir.path(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    };
+    let cfg = sparse("config.json", viva_core::alloc::MAX_SMALL_JSON + 1);
+    assert_bad_format(ModelConfig::from_json_file(&cfg).unwrap_err(), &cfg, "more than");
+    let index = sparse("model.safetensors.index.json", viva_core::alloc::MAX_SMALL_JSON + 1);
+    assert_bad_format(open_err(&index), &index, "more than");
+    let tok = sparse("tokenizer.json", viva_core::alloc::MAX_TOKENIZER_JSON + 1);
+    assert_bad_format(viva_core::tokenizer::Tokenizer::from_file(&tok).err().unwrap(), &tok, "more than");
+    let tc = sparse("tokenizer_config.json", viva_core::alloc::MAX_SMALL_JSON + 1);
+    assert_bad_format(viva_core::chat::ChatTemplate::from_tokenizer_config(&tc).unwrap_err(), &tc, "more than");
+}

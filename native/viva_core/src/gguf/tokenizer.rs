@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 const CONTROL: u64 = 3;
 const USER_DEFINED: u64 = 4;
 
+/// Bound on Σ len² over SentencePiece pieces (the cost of deriving their merges): real
+/// vocabularies are ~10⁶–10⁷ (32000 pieces of a few bytes); one hostile 1 MB piece is 10¹².
+const MAX_MERGE_WORK: u64 = 1 << 30;
+
 /// Llama-3's pre-tokenizer split pattern (as its tokenizer.json has it).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -104,6 +108,11 @@ fn sentencepiece_json(g: &Gguf) -> Result<String> {
         return Err(bad("tokenizer.ggml.scores and tokens differ in length"));
     }
     let pieces: Vec<&str> = tokens.iter().map(|t| t.as_str().ok_or_else(|| bad("a token is not a string"))).collect::<Result<_>>()?;
+    // each piece's splits cost its length squared (hashing both parts of every split)
+    let work = pieces.iter().fold(0u64, |w, p| w.saturating_add((p.len() as u64).saturating_pow(2)));
+    if work > MAX_MERGE_WORK {
+        return Err(bad(&format!("tokenizer.ggml.tokens: pieces too long to derive merges from ({work} > {MAX_MERGE_WORK})")));
+    }
     let ids: std::collections::HashMap<&str, usize> = pieces.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     // merges: for each piece, every split into two vocab pieces (ordered by the parts' ids);
     // then all of them by the piece's score, highest first, longer left then right part first
