@@ -234,13 +234,38 @@ gguf_cases(#{tmp := Tmp}) ->
      ?P("gguf: tensor offset past the end", {error, {bad_format, _, _}},
         G("tensor_off", <<(ghead(3, 1, 1))/binary, Arch/binary, (gstr(<<"t">>))/binary, 1:32/little,
                           4:64/little, 0:32/little, (1 bsl 50):64/little>>)),
+     ?P("gguf: llama metadata claiming 10^9 blocks, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("blocks", llama_gguf(#{<<"llama.block_count">> => 1000000000}))),
+     ?P("gguf: llama metadata claiming embedding_length 2^40, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("embedding", llama_gguf(#{<<"llama.embedding_length">> => 1 bsl 40}))),
+     ?P("gguf: llama metadata claiming vocab_size 2^40, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("vocab", llama_gguf(#{<<"llama.vocab_size">> => 1 bsl 40}))),
      ?P("gguf: unknown tensor type", {error, {Tag, _, _}} when Tag =:= bad_format; Tag =:= unsupported_dtype,
         G("tensor_type", <<(ghead(3, 1, 1))/binary, Arch/binary, (gstr(<<"t">>))/binary, 1:32/little,
                            4:64/little, 999:32/little, 0:64/little>>))].
 
+%% A GGUF with a complete small llama config and gpt2 tokenizer, `Over' replacing u64
+%% values, and no tensors.
+llama_gguf(Over) ->
+    U64 = maps:merge(#{<<"llama.block_count">> => 2, <<"llama.embedding_length">> => 64,
+                       <<"llama.attention.head_count">> => 4, <<"llama.feed_forward_length">> => 128,
+                       <<"llama.context_length">> => 64, <<"llama.vocab_size">> => 4}, Over),
+    Kvs = [kv(<<"general.architecture">>, string, <<"llama">>),
+           kv(<<"tokenizer.ggml.model">>, string, <<"gpt2">>),
+           kv(<<"tokenizer.ggml.tokens">>, strings, [<<"a">>, <<"b">>, <<"c">>, <<"d">>]),
+           kv(<<"tokenizer.ggml.merges">>, strings, [])]
+          ++ [kv(K, u64, V) || {K, V} <- maps:to_list(U64)],
+    iolist_to_binary([ghead(3, 0, length(Kvs)) | Kvs]).
+
 ghead(Version, Tensors, Kvs) -> <<"GGUF", Version:32/little, Tensors:64/little, Kvs:64/little>>.
 gstr(S) -> <<(byte_size(S)):64/little, S/binary>>.
-kv(Key, string, V) -> <<(gstr(Key))/binary, 8:32/little, (gstr(V))/binary>>.
+kv(Key, string, V) -> <<(gstr(Key))/binary, 8:32/little, (gstr(V))/binary>>;
+kv(Key, u64, V) -> <<(gstr(Key))/binary, 10:32/little, V:64/little>>;
+kv(Key, strings, Vs) ->
+    <<(gstr(Key))/binary, 9:32/little, 8:32/little, (length(Vs)):64/little, (<< <<(gstr(V))/binary>> || V <- Vs >>)/binary>>.
 
 %%--------------------------------------------------------------------------------------
 %% generate / chat / stream: options and arguments, through the API and straight to the NIF
