@@ -89,6 +89,13 @@ load_cases(#{tmp := Tmp}) ->
         load_config_int(Tmp, <<"vocab_size">>, 10)),
      ?C("empty tokenizer.json", {error, {bad_format, _, _}},
         load_edited(Tmp, "tok_empty", fun(D) -> write(D, "tokenizer.json", <<>>) end)),
+     ?C("tokenizer.json of the wrong structure", {error, {bad_format, _, _}},
+        load_edited(Tmp, "tok_struct", fun(D) -> write(D, "tokenizer.json", <<"{\"model\": 42}">>) end)),
+     ?C("tokenizer.json a folder", {error, {no_tokenizer, _}},
+        load_edited(Tmp, "tok_dir", fun(D) ->
+                                            ok = file:delete(filename:join(D, "tokenizer.json")),
+                                            ok = file:make_dir(filename:join(D, "tokenizer.json"))
+                                    end)),
      ?C("tokenizer_path to nowhere", {error, {file_not_found, _}},
         ?L:load(?S:fixture("tiny_gqa"), #{tokenizer_path => <<"/no/such/tokenizer.json">>})),
      ?C("bad tokenizer_config.json", {error, {bad_format, _, _}},
