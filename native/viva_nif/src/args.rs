@@ -3,8 +3,8 @@
 //! problem), and `run`, which every NIF body goes through. Domains the engine validates
 //! (top_k's range, block sizes, num_layers against the model) are left to it.
 use std::any::Any;
-use std::mem::MaybeUninit;
 use std::ffi::OsStr;
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
