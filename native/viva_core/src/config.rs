@@ -17,6 +17,10 @@ const HF_ROPE_THETA: f32 = 10_000.0;
 const HF_MAX_POSITION_EMBEDDINGS: usize = 2048;
 const HF_BOS: u32 = 1;
 const HF_EOS: u32 = 2;
+/// No tensor bounds the context length, and the KV cache of a generation is sized by it
+/// (prompt + max_new_tokens ≤ it): above this a config is refused. Llama 3.1 has 131072;
+/// this is ×128 that.
+pub const MAX_POSITION_EMBEDDINGS: usize = 1 << 24;
 // TinyLlama-1.1B values, used when there is no config.json at all.
 const TINYLLAMA_HEAD_DIM: usize = 64;
 const TINYLLAMA_RMS_NORM_EPS: f32 = 1e-5;
@@ -259,7 +263,11 @@ impl ModelConfig {
         let file = ckpt.dir.join(CONFIG_FILE);
         let bad = |detail: String| Error::bad_format(&file, format!("no config.json and cannot infer it: {detail}"));
         let dims2 = |name: &str| -> Result<(usize, usize)> {
-            match ckpt.get(name)?.shape.as_slice() {
+            let shape = match ckpt.shape(name) {
+                Some(s) => s.to_vec(),
+                None => ckpt.get(name)?.shape, // the error: MissingTensor or UnsupportedDtype
+            };
+            match shape.as_slice() {
                 &[rows, cols] => Ok((rows, cols)),
                 s => Err(bad(format!("{name} has shape {s:?}, expected 2-D"))),
             }
@@ -328,7 +336,58 @@ impl ModelConfig {
             config.apply_generation_config(&gen_path)?;
         }
         config.validate()?;
+        config.check_tensors(ckpt)?;
         Ok(config)
+    }
+
+    /// The tensors of block `layer` (HF names) with the shapes this config implies.
+    pub fn layer_tensors(&self, layer: usize) -> [(String, Vec<usize>); 9] {
+        let (h, q, kv, inter) = (self.hidden_size, self.q_dim(), self.kv_dim(), self.intermediate_size);
+        let p = format!("model.layers.{layer}");
+        [
+            (format!("{p}.input_layernorm.weight"), vec![h]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![inter, h]),
+            (format!("{p}.mlp.up_proj.weight"), vec![inter, h]),
+            (format!("{p}.mlp.down_proj.weight"), vec![h, inter]),
+        ]
+    }
+
+    /// Every tensor this config implies is in `ckpt` with the shape it implies (shapes only:
+    /// nothing is read). Tensors' byte sizes are bounded by the files, so this bounds every
+    /// dimension of the config before anything is sized by it: a config.json or GGUF header
+    /// claiming a huge `num_hidden_layers`, `vocab_size`, `hidden_size` or
+    /// `intermediate_size` gives the `MissingTensor` / `ShapeMismatch` the model builder
+    /// would, before it sizes anything. Call after `validate` (q_dim cannot overflow).
+    /// The loop over blocks ends at the first absent block, so it is bounded by the
+    /// checkpoint's tensor count, not by `num_hidden_layers`.
+    pub fn check_tensors(&self, ckpt: &Checkpoint) -> Result<()> {
+        let (h, vocab) = (self.hidden_size, self.vocab_size);
+        let check = |name: &str, want: &[usize]| -> Result<()> {
+            match ckpt.shape(name) {
+                Some(got) if got == want => Ok(()),
+                Some(got) => {
+                    Err(Error::ShapeMismatch { name: name.to_string(), expected: want.to_vec(), got: got.to_vec() })
+                }
+                // absent → MissingTensor, unsupported dtype → UnsupportedDtype (nothing is made)
+                None => ckpt.get(name).map(|_| ()),
+            }
+        };
+        check("model.embed_tokens.weight", &[vocab, h])?;
+        for layer in 0..self.num_hidden_layers {
+            for (name, shape) in self.layer_tensors(layer) {
+                check(&name, &shape)?;
+            }
+        }
+        check("model.norm.weight", &[h])?;
+        if !self.tie_word_embeddings && ckpt.contains("lm_head.weight") {
+            check("lm_head.weight", &[vocab, h])?;
+        }
+        Ok(())
     }
 
     /// Structural sanity: positive dims, heads divisible into kv groups, usable RoPE and
@@ -363,6 +422,12 @@ impl ModelConfig {
         if self.num_attention_heads.checked_mul(self.head_dim).is_none() {
             return Err(bad("head_dim", "num_attention_heads × head_dim overflows".to_string()));
         }
+        if self.max_position_embeddings > MAX_POSITION_EMBEDDINGS {
+            return Err(bad(
+                "max_position_embeddings",
+                format!("{} exceeds the supported {MAX_POSITION_EMBEDDINGS}", self.max_position_embeddings),
+            ));
+        }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return Err(bad("rms_norm_eps", format!("{} is not a positive number", self.rms_norm_eps)));
         }
@@ -382,8 +447,11 @@ impl ModelConfig {
                     format!("{high_freq_factor} must exceed low_freq_factor {low_freq_factor}"),
                 ));
             }
-            if original_max_position_embeddings == 0 {
-                return Err(bad("rope_scaling.original_max_position_embeddings", "must be > 0".to_string()));
+            if original_max_position_embeddings == 0 || original_max_position_embeddings > MAX_POSITION_EMBEDDINGS {
+                return Err(bad(
+                    "rope_scaling.original_max_position_embeddings",
+                    format!("{original_max_position_embeddings} is not in 1..={MAX_POSITION_EMBEDDINGS}"),
+                ));
             }
         }
         Ok(())

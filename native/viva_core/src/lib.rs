@@ -1,6 +1,7 @@
 //! viva_core: the viva_tensor engine. A plain Rust library with no BEAM types:
 //! checkpoint loading, tokenization, the Llama forward pass, sampling and generation.
 
+pub mod alloc;
 pub mod attn;
 pub mod backend;
 pub mod chat;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod gemm;
 pub mod gguf;
 pub mod kv_cache;
+pub mod llama_tensors;
 pub mod llm;
 pub mod model;
 pub mod ops;

@@ -1,5 +1,6 @@
 //! The engine's facade: load a checkpoint + tokenizer, generate text. The NIF calls only this.
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::chat::{ChatTemplate, Message};
@@ -106,14 +107,44 @@ pub struct LoadProgress {
 
 pub struct Llm {
     pub config: ModelConfig,
-    pub model: Model,
+    /// The CPU model: built at load on the CPU; on the GPU only if the low-level CPU API asks
+    /// for it (`model()`), so a GPU load holds no host copy of the weights.
+    host: OnceLock<Model>,
+    /// GPU loads: how to build `host` (reopens the checkpoint), and a lock so it is built once.
+    host_source: Option<HostSource>,
+    host_lock: Mutex<()>,
     pub tokenizer: Tokenizer,
     /// tokenizer_config.json's or the GGUF's `chat_template`, when the checkpoint has one.
     pub chat_template: Option<ChatTemplate>,
-    /// The weights on the GPU when the load resolved to CUDA (generation then runs there; the
-    /// host copy in `model` serves the low-level CPU API).
+    /// The weights on the GPU when the load resolved to CUDA (generation then runs there).
     #[cfg(feature = "cuda")]
     pub cuda: Option<crate::backend::cuda::model::CudaModel>,
+}
+
+/// What a GPU-loaded model needs to build its host copy later: the checkpoint's path and the
+/// load's resolved config and formats.
+struct HostSource {
+    path: PathBuf,
+    format: WeightFormat,
+    activations: Activations,
+}
+
+/// The checkpoint at `path` (safetensors file / index / folder, or a GGUF), its config, and the
+/// GGUF's tokenizer and the chat template when present.
+fn open_checkpoint(path: &Path) -> Result<(Checkpoint, ModelConfig, Option<String>, Option<ChatTemplate>)> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        // GGUF: weights, config, tokenizer and chat template all come from the one file
+        let g = Gguf::open(path)?;
+        let config = g.llama_config()?;
+        let chat = crate::gguf::tokenizer::chat_template(&g);
+        Ok((g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat))
+    } else {
+        let ckpt = Checkpoint::open(path)?;
+        let config = ModelConfig::for_checkpoint(&ckpt)?;
+        let tc = ckpt.dir.join("tokenizer_config.json");
+        let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
+        Ok((ckpt, config, None, chat))
+    }
 }
 
 /// One generation on the model's backend: same prefill / step / sample on both.
@@ -184,19 +215,7 @@ impl Llm {
             }
             Device::Auto => crate::backend::info().cuda_available,
         };
-        let (ckpt, mut config, gguf_tokenizer, chat_template) = if path.extension().is_some_and(|e| e == "gguf") {
-            // GGUF: weights, config, tokenizer and chat template all come from the one file
-            let g = Gguf::open(path)?;
-            let config = g.llama_config()?;
-            let chat = crate::gguf::tokenizer::chat_template(&g);
-            (g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat)
-        } else {
-            let ckpt = Checkpoint::open(path)?;
-            let config = ModelConfig::for_checkpoint(&ckpt)?;
-            let tc = ckpt.dir.join("tokenizer_config.json");
-            let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
-            (ckpt, config, None, chat)
-        };
+        let (ckpt, mut config, gguf_tokenizer, chat_template) = open_checkpoint(path)?;
         for (i, f) in ckpt.files.iter().enumerate() {
             progress(LoadProgress { stage: "file", done: i + 1, total: ckpt.files.len(), detail: f.display().to_string() });
         }
@@ -219,34 +238,60 @@ impl Llm {
         }
         progress(LoadProgress { stage: "tokenizer", done: 1, total: 1, detail: tokenizer.path().display().to_string() });
         let total = config.num_hidden_layers;
-        // fp8 on the GPU: the host keeps the checkpoint's own bytes (mmap) and the device packs them
-        let host_format = match opts.weights {
-            WeightFormat::Fp8(_) if use_cuda => WeightFormat::Native,
-            w => w,
-        };
-        let mut model = Model::new(&ckpt, config.clone(), host_format, &mut |l| {
-            progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
-        })?;
-        model.activations = opts.activations;
+        let mut on_layer = |l: usize| progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") });
+        let host = OnceLock::new();
+        let mut host_source = None;
         #[cfg(feature = "cuda")]
-        let cuda = if use_cuda {
-            let m = crate::backend::cuda::model::CudaModel::upload(&model, opts.weights)?;
-            progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
-            Some(m)
+        let mut cuda = None;
+        if use_cuda {
+            #[cfg(feature = "cuda")]
+            {
+                let m = crate::backend::cuda::model::CudaModel::from_checkpoint(&ckpt, &config, opts.weights, &mut on_layer)?;
+                progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
+                cuda = Some(m);
+            }
+            // the low-level CPU API's model, if ever asked for: fp8 keeps the checkpoint's own
+            // bytes there (as before the GPU packed its weights itself)
+            let format = match opts.weights {
+                WeightFormat::Fp8(_) => WeightFormat::Native,
+                w => w,
+            };
+            host_source = Some(HostSource { path: path.to_path_buf(), format, activations: opts.activations });
         } else {
-            None
-        };
-        #[cfg(not(feature = "cuda"))]
-        let _ = use_cuda;
+            let mut model = Model::new(&ckpt, config.clone(), opts.weights, &mut on_layer)?;
+            model.activations = opts.activations;
+            let _ = host.set(model);
+        }
+        drop(ckpt);
         progress(LoadProgress { stage: "ready", done: 1, total: 1, detail: format!("{:?} weights", opts.weights) });
         Ok(Llm {
             config,
-            model,
+            host,
+            host_source,
+            host_lock: Mutex::new(()),
             tokenizer,
             chat_template,
             #[cfg(feature = "cuda")]
             cuda,
         })
+    }
+
+    /// The CPU model (the low-level API's decode steps, CPU generation). On a GPU-loaded model
+    /// the first call builds it from the checkpoint, in the format the load used before the GPU
+    /// built its own weights (fp8 → the checkpoint's dtype, mapped), and keeps it.
+    pub fn model(&self) -> Result<&Model> {
+        if let Some(m) = self.host.get() {
+            return Ok(m);
+        }
+        let _guard = self.host_lock.lock().map_err(|_| Error::Internal("host model lock poisoned".into()))?;
+        if let Some(m) = self.host.get() {
+            return Ok(m);
+        }
+        let src = self.host_source.as_ref().ok_or_else(|| Error::Internal("no host model and no source".into()))?;
+        let (ckpt, _, _, _) = open_checkpoint(&src.path)?;
+        let mut model = Model::new(&ckpt, self.config.clone(), src.format, &mut |_| {})?;
+        model.activations = src.activations;
+        Ok(self.host.get_or_init(|| model))
     }
 
     /// "cuda" or "cpu": where this model's generations run.
@@ -263,7 +308,7 @@ impl Llm {
         if let Some(m) = &self.cuda {
             return Ok(Run::Cuda(crate::backend::cuda::session::CudaSession::new(m, max_seq)?, sampler));
         }
-        Ok(Run::Cpu(Session::new(&self.model, max_seq, sampler)))
+        Ok(Run::Cpu(Session::new(self.model()?, max_seq, sampler)))
     }
 
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {

@@ -31,7 +31,7 @@ enum Entry {
     Unsupported { dtype: String },
     /// Made on each `get` (a block-quantized GGUF tensor dequantized to f32): the model
     /// builder holds one layer's f32 at a time instead of the whole checkpoint's.
-    Lazy(MakeTensor),
+    Lazy { shape: Vec<usize>, make: MakeTensor },
 }
 
 /// Makes a tensor on demand (see [`Checkpoint::add_lazy`]).
@@ -62,8 +62,9 @@ impl Checkpoint {
 
     /// Adds a tensor made by `make` on every `get` (nothing is kept): for tensors that must be
     /// converted (dequantized) and would otherwise all sit in memory until the model is built.
-    pub fn add_lazy(&mut self, name: String, make: MakeTensor) {
-        self.tensors.insert(name, Entry::Lazy(make));
+    /// `shape` is what `make` returns (checked against the config before anything is made).
+    pub fn add_lazy(&mut self, name: String, shape: Vec<usize>, make: MakeTensor) {
+        self.tensors.insert(name, Entry::Lazy { shape, make });
     }
 
     /// Opens a `.safetensors` file, a `model.safetensors.index.json`, or a folder holding
@@ -110,33 +111,7 @@ impl Checkpoint {
             std::io::ErrorKind::InvalidData => Error::bad_format(index, "index is not UTF-8"),
             _ => Error::io(index, e),
         })?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|e| Error::bad_format(index, format!("index is not JSON: {e}")))?;
-        let weight_map = json
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| Error::bad_format(index, "index has no \"weight_map\" object"))?;
-
-        // name → shard, and the shards in first-seen order (deterministic load order).
-        let mut wanted: Vec<(&str, &str)> = Vec::with_capacity(weight_map.len());
-        let mut shards: Vec<&str> = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (name, shard) in weight_map {
-            let shard = shard
-                .as_str()
-                .ok_or_else(|| Error::bad_format(index, format!("weight_map[{name:?}] is not a string")))?;
-            if !is_plain_relative(shard) {
-                return Err(Error::bad_format(index, format!("shard path {shard:?} leaves the checkpoint folder")));
-            }
-            if seen.insert(shard) {
-                shards.push(shard);
-            }
-            wanted.push((name, shard));
-        }
-        if shards.is_empty() {
-            return Err(Error::bad_format(index, "weight_map is empty"));
-        }
-
+        let (wanted, shards) = parse_index(&text, index)?;
         let mut ckpt = Checkpoint { dir: dir.clone(), files: Vec::new(), tensors: HashMap::new() };
         let mut owner: HashMap<String, usize> = HashMap::new(); // tensor name → index into `shards`
         for (i, shard) in shards.iter().enumerate() {
@@ -145,9 +120,9 @@ impl Checkpoint {
                 owner.insert(name, i);
             }
         }
-        for (name, shard) in wanted {
+        for (name, shard) in &wanted {
             match owner.get(name) {
-                Some(&i) if shards[i] == shard => {}
+                Some(&i) if shards[i] == *shard => {}
                 Some(&i) => {
                     return Err(Error::bad_format(
                         index,
@@ -160,17 +135,28 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
+    /// A checkpoint of one safetensors file already in memory; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let mut ckpt = Checkpoint { dir: parent_dir(path), files: Vec::new(), tensors: HashMap::new() };
+        ckpt.add_storage(path, Arc::new(Storage::Heap(bytes)))?;
+        Ok(ckpt)
+    }
+
     /// Maps one file and adds its tensors; returns their names.
     fn add_file(&mut self, path: &Path) -> Result<Vec<String>> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len < 8 {
-            return Err(Error::bad_format(path, format!("file is {len} bytes, shorter than the 8-byte header length")));
-        }
         // SAFETY: the map is read-only and lives as long as every view into it (Arc).
         // Like every mmap-based loader we assume the file is not truncated while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let storage = Arc::new(Storage::Mmap(map));
+        self.add_storage(path, Arc::new(Storage::Mmap(map)))
+    }
+
+    /// Adds the tensors of one file's bytes; returns their names.
+    fn add_storage(&mut self, path: &Path, storage: Arc<Storage>) -> Result<Vec<String>> {
+        let len = storage.bytes().len();
+        if len < 8 {
+            return Err(Error::bad_format(path, format!("file is {len} bytes, shorter than the 8-byte header length")));
+        }
         let entries = parse(path, storage)?;
         let mut names = Vec::with_capacity(entries.len());
         for (name, entry) in entries {
@@ -189,7 +175,7 @@ impl Checkpoint {
     pub fn get(&self, name: &str) -> Result<TensorView> {
         match self.tensors.get(name) {
             Some(Entry::Tensor(t)) => Ok(t.clone()),
-            Some(Entry::Lazy(make)) => make(),
+            Some(Entry::Lazy { make, .. }) => make(),
             Some(Entry::Unsupported { dtype }) => {
                 Err(Error::UnsupportedDtype { name: name.to_string(), dtype: dtype.clone() })
             }
@@ -204,6 +190,16 @@ impl Checkpoint {
             return Err(Error::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), got: t.shape.clone() });
         }
         Ok(t)
+    }
+
+    /// The shape of tensor `name` without reading (or making) it; None when absent or of an
+    /// unsupported dtype.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        match self.tensors.get(name)? {
+            Entry::Tensor(t) => Some(&t.shape),
+            Entry::Lazy { shape, .. } => Some(shape),
+            Entry::Unsupported { .. } => None,
+        }
     }
 
     /// True for every tensor in the headers, readable or not.
@@ -225,6 +221,35 @@ impl Checkpoint {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
+}
+
+/// `model.safetensors.index.json`'s text → (tensor name, shard) pairs and the shards in
+/// first-seen order (a deterministic load order). Shard names must stay below the folder.
+pub fn parse_index(text: &str, index: &Path) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| Error::bad_format(index, format!("index is not JSON: {e}")))?;
+    let weight_map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::bad_format(index, "index has no \"weight_map\" object"))?;
+    let mut wanted = Vec::with_capacity(weight_map.len());
+    let mut shards = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, shard) in weight_map {
+        let shard =
+            shard.as_str().ok_or_else(|| Error::bad_format(index, format!("weight_map[{name:?}] is not a string")))?;
+        if !is_plain_relative(shard) {
+            return Err(Error::bad_format(index, format!("shard path {shard:?} leaves the checkpoint folder")));
+        }
+        if seen.insert(shard) {
+            shards.push(shard.to_string());
+        }
+        wanted.push((name.clone(), shard.to_string()));
+    }
+    if shards.is_empty() {
+        return Err(Error::bad_format(index, "weight_map is empty"));
+    }
+    Ok((wanted, shards))
 }
 
 /// The folder of a file path ("." for a bare file name).

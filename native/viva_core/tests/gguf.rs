@@ -278,6 +278,79 @@ fn one_layer_llama(hidden: u32, heads: u32, kv_heads: u32, ff: u32) -> Writer {
     w
 }
 
+/// Sizes read from the file never size a buffer the file cannot back: each gives its error,
+/// never an abort (an abort would kill this test binary).
+#[test]
+fn hostile_sizes_give_errors_not_aborts() {
+    // an unknown tensor type has no byte size to check against the file: its 2^62 elements
+    // must be refused before a buffer of that many f32 is asked for
+    let huge_unknown = Writer::new(3).tensor("t", &[1 << 31, 1 << 31], 77, vec![]).bytes();
+    let g = Gguf::open(&tmp("huge_unknown.gguf", &huge_unknown)).unwrap();
+    assert!(matches!(g.dequantize("t"), Err(Error::UnsupportedDtype { .. })));
+    // the same tensor under a llama name: made lazily, refused the same way
+    let mut w = one_layer_llama(16, 2, 1, 32);
+    w.tensor("blk.0.ffn_up.weight", &[1 << 31, 1 << 31], 77, vec![]);
+    let g = Gguf::open(&tmp("huge_unknown_llama.gguf", &w.bytes())).unwrap();
+    let ck = g.to_checkpoint(&g.llama_config().unwrap()).unwrap();
+    assert!(matches!(ck.get("model.layers.0.mlp.up_proj.weight"), Err(Error::UnsupportedDtype { .. })));
+
+    // a u8 array as long as the file allows: 32 bytes of memory per byte of file, reserved
+    // fallibly; an array count past the file is BadFormat before anything is reserved
+    let mut arr = 0u32.to_le_bytes().to_vec();
+    arr.extend((1u64 << 20).to_le_bytes());
+    arr.extend(vec![7u8; 1 << 20]);
+    let g = Gguf::open(&tmp("long_array.gguf", &Writer::new(3).kv("a", 9, arr.clone()).bytes())).unwrap();
+    assert_eq!(g.get_array("a").map(|a| a.len()), Some(1 << 20));
+    arr[4..12].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    assert_bad(&Writer::new(3).kv("a", 9, arr).bytes(), "array_past_file");
+
+    // q/k rows that are not whole heads of an even head_dim (the row regrouping would index
+    // past the tensor): BadFormat, not a panic
+    let mut w = one_layer_llama(16, 3, 1, 32);
+    w.kv("llama.attention.key_length", 4, 16u32.to_le_bytes().to_vec());
+    w.tensor("blk.0.attn_q.weight", &[16, 16], 0, f32s(&[0.5; 256]));
+    let g = Gguf::open(&tmp("qk_heads.gguf", &w.bytes())).unwrap();
+    let cfg = g.llama_config().unwrap();
+    match g.to_checkpoint(&cfg) {
+        Err(Error::BadFormat { detail, .. }) => assert!(detail.contains("heads"), "{detail}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("16 q rows are not 3 heads"),
+    }
+
+    // metadata dimensions the tensors do not back: model_checkpoint names the first tensor
+    // that is missing or misshapen, so the model builder never sees them
+    let full = |w: &mut Writer, hidden: u64, q: u64, kv: u64, ff: u64, vocab: u64| {
+        let z = |n: u64| vec![0u8; 4 * n as usize];
+        w.tensor("token_embd.weight", &[hidden, vocab], 0, z(hidden * vocab)).tensor("output_norm.weight", &[hidden], 0, z(hidden));
+        for (n, d) in [("attn_norm", vec![hidden]), ("attn_q", vec![hidden, q]), ("attn_k", vec![hidden, kv]), ("attn_v", vec![hidden, kv]),
+                       ("attn_output", vec![q, hidden]), ("ffn_norm", vec![hidden]), ("ffn_gate", vec![hidden, ff]),
+                       ("ffn_up", vec![hidden, ff]), ("ffn_down", vec![ff, hidden])] {
+            let numel = d.iter().product();
+            w.tensor(&format!("blk.0.{n}.weight"), &d, 0, z(numel));
+        }
+    };
+    let mut w = one_layer_llama(16, 2, 1, 32);
+    full(&mut w, 16, 16, 8, 32, 8);
+    let g = Gguf::open(&tmp("full.gguf", &w.bytes())).unwrap();
+    let cfg = g.llama_config().unwrap();
+    assert_eq!(g.model_checkpoint(&cfg).unwrap().len(), 11);
+    let lie = |key: &str, v: u64| {
+        let mut w = one_layer_llama(16, 2, 1, 32);
+        w.kv.retain(|(k, _, _)| k != key);
+        w.kv(key, 10, v.to_le_bytes().to_vec());
+        full(&mut w, 16, 16, 8, 32, 8);
+        let g = Gguf::open(&tmp("lie.gguf", &w.bytes())).unwrap();
+        g.llama_config().and_then(|cfg| g.model_checkpoint(&cfg).map(|_| ()))
+    };
+    assert_eq!(lie("llama.block_count", 1 << 50), Err(Error::MissingTensor("model.layers.1.input_layernorm.weight".into())));
+    let embed = |expected: Vec<usize>| Err(Error::ShapeMismatch { name: "model.embed_tokens.weight".into(), expected, got: vec![8, 16] });
+    assert_eq!(lie("llama.vocab_size", 1 << 50), embed(vec![1 << 50, 16]));
+    assert_eq!(lie("llama.embedding_length", 1 << 40), embed(vec![8, 1 << 40]));
+    assert!(matches!(lie("llama.feed_forward_length", 1 << 50), Err(Error::ShapeMismatch { name, .. }) if name.ends_with("gate_proj.weight")));
+    assert!(matches!(lie("llama.attention.key_length", 1 << 40), Err(Error::ShapeMismatch { name, .. }) if name.ends_with("q_proj.weight")));
+    assert!(matches!(lie("llama.context_length", 1 << 50), Err(Error::BadFormat { detail, .. }) if detail.contains("max_position_embeddings")));
+}
+
 /// `to_checkpoint` keeps F32/F16/BF16 tensors in their dtype (views of the mapped file; q/k a
 /// reordered copy) and dequantizes block formats to f32; every value equals the f32 route
 /// (dequantize, then unpermute q/k).

@@ -747,27 +747,118 @@ fn infer_failures() {
     assert_bad_format(ModelConfig::infer(&ck).unwrap_err(), &dir.path("config.json"), "expected 2-D");
 }
 
+/// TINYLLAMA_CONFIG with the dimensions of `llama_tensors` (3 layers, hidden 96, 2 heads of
+/// 64, 1 kv head, intermediate 200, vocab 10).
+fn llama_tensors_config() -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(TINYLLAMA_CONFIG).unwrap();
+    for (k, x) in [("num_hidden_layers", 3), ("hidden_size", 96), ("num_attention_heads", 2), ("head_dim", 64),
+                   ("num_key_value_heads", 1), ("intermediate_size", 200), ("vocab_size", 10)] {
+        v[k] = serde_json::json!(x);
+    }
+    v
+}
+
 #[test]
 fn for_checkpoint_reads_config_json_and_validates() {
     let dir = TempDir::new("for_ckpt");
     dir.write("model.safetensors", &st_bytes(&llama_tensors(false)));
-    let mut v: serde_json::Value = serde_json::from_str(TINYLLAMA_CONFIG).unwrap();
-    v["num_hidden_layers"] = serde_json::json!(3);
+    let mut v = llama_tensors_config();
+    v["rope_theta"] = serde_json::json!(500000.0);
     dir.write("config.json", v.to_string().as_bytes());
     dir.write("generation_config.json", br#"{"bos_token_id": 1, "eos_token_id": [2, 32000]}"#);
     let ck = Checkpoint::open(&dir.path("model.safetensors")).unwrap();
     let c = ModelConfig::for_checkpoint(&ck).unwrap();
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_key_value_heads), (2048, 3, 4)); // config.json wins over shapes
+    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_key_value_heads), (96, 3, 1));
+    assert_eq!((c.rope_theta, c.max_position_embeddings), (500000.0, 2048)); // config.json, not inferred
     assert_eq!(c.eos_token_ids, vec![2, 32000]);
 
     // An inconsistent config.json fails validation.
     v["num_key_value_heads"] = serde_json::json!(3);
     dir.write("config.json", v.to_string().as_bytes());
     assert_bad_format(ModelConfig::for_checkpoint(&ck).unwrap_err(), Path::new("config.json"), "num_key_value_heads");
-    // A broken generation_config.json is reported, not ignored.
+    // A config.json whose dimensions are not the tensors' is refused with the tensor's shape.
     dir.write("config.json", TINYLLAMA_CONFIG.as_bytes());
+    assert_eq!(
+        ModelConfig::for_checkpoint(&ck).unwrap_err(),
+        Error::ShapeMismatch { name: "model.embed_tokens.weight".into(), expected: vec![32000, 2048], got: vec![10, 96] }
+    );
+    // A broken generation_config.json is reported, not ignored.
+    dir.write("config.json", llama_tensors_config().to_string().as_bytes());
     let g = dir.write("generation_config.json", b"[");
     assert_bad_format(ModelConfig::for_checkpoint(&ck).unwrap_err(), &g, "not JSON");
+}
+
+/// Dimensions no real model has, which would size terabytes: each is refused by the checks
+/// against the tensors (whose byte sizes the file bounds) or by a cap, before anything is
+/// allocated. An abort here would kill the test binary.
+#[test]
+fn absurd_config_dimensions_are_refused_before_allocation() {
+    let dir = TempDir::new("absurd");
+    dir.write("model.safetensors", &st_bytes(&llama_tensors(true)));
+    let ck = Checkpoint::open(&dir.path("model.safetensors")).unwrap();
+    let with = |key: &str, x: serde_json::Value| {
+        let mut v = llama_tensors_config();
+        v[key] = x;
+        dir.write("config.json", v.to_string().as_bytes());
+        ModelConfig::for_checkpoint(&ck)
+    };
+    let big = |e: u32| serde_json::json!(1u64 << e);
+    let shape_err = |r: viva_core::Result<ModelConfig>, tensor: &str| match r {
+        Err(Error::ShapeMismatch { name, .. }) => assert!(name.ends_with(tensor), "{name} is not {tensor}"),
+        other => panic!("{tensor}: expected ShapeMismatch, got {other:?}"),
+    };
+    assert_eq!(with("num_hidden_layers", serde_json::json!(4)).unwrap_err(), Error::MissingTensor("model.layers.3.input_layernorm.weight".into()));
+    assert_eq!(
+        with("num_hidden_layers", big(50)).unwrap_err(),
+        Error::MissingTensor("model.layers.3.input_layernorm.weight".into())
+    );
+    shape_err(with("hidden_size", big(40)), "embed_tokens.weight");
+    shape_err(with("vocab_size", big(50)), "embed_tokens.weight");
+    shape_err(with("intermediate_size", big(50)), "gate_proj.weight");
+    shape_err(with("num_attention_heads", big(40)), "q_proj.weight");
+    shape_err(with("head_dim", big(40)), "q_proj.weight");
+    // a config whose q/kv widths overflow usize: BadFormat from validate
+    assert_bad_format(with("head_dim", big(63)).unwrap_err(), Path::new("config.json"), "overflows");
+    // no tensor bounds the context length (it sizes the KV cache): capped
+    assert_bad_format(with("max_position_embeddings", big(50)).unwrap_err(), Path::new("config.json"), "max_position_embeddings");
+    let mut v = llama_tensors_config();
+    v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 1u64 << 60});
+    dir.write("config.json", v.to_string().as_bytes());
+    assert_bad_format(ModelConfig::for_checkpoint(&ck).unwrap_err(), Path::new("config.json"), "original_max_position_embeddings");
+    // a lm_head of the wrong shape is named too
+    let mut t = llama_tensors(false);
+    t.push(zeros("lm_head.weight", vec![10, 95]));
+    dir.write("model.safetensors", &st_bytes(&t));
+    dir.write("config.json", llama_tensors_config().to_string().as_bytes());
+    let ck = Checkpoint::open(&dir.path("model.safetensors")).unwrap();
+    shape_err(ModelConfig::for_checkpoint(&ck), "lm_head.weight");
+}
+
+/// A tensor entry's shape and offsets are checked against each other and the data section,
+/// also when the shape's product overflows or exceeds the file by far.
+#[test]
+fn lying_entry_sizes_are_bad_format() {
+    let path = Path::new("x.safetensors");
+    let entry = |shape: &str, offsets: &str| {
+        let header = format!(r#"{{"t": {{"dtype": "F32", "shape": {shape}, "data_offsets": {offsets}}}}}"#);
+        Checkpoint::from_bytes(path, raw_file(header.as_bytes(), &[0u8; 16])).map(|c| c.len())
+    };
+    assert_eq!(entry("[2, 2]", "[0, 16]"), Ok(1));
+    for (shape, offsets, needle) in [
+        ("[4611686018427387904, 4]", "[0, 16]", "overflows"),
+        ("[1073741824, 1073741824]", "[0, 16]", "needs"),
+        ("[4]", "[0, 18446744073709551615]", "past the"),
+        ("[4]", "[16, 0]", "reversed"),
+        ("[-4]", "[0, 16]", "non-negative"),
+    ] {
+        assert_bad_format(entry(shape, offsets).unwrap_err(), path, needle);
+    }
+    // a header length past the file or the 100 MB cap, from bytes as from a file
+    let mut huge = raw_file(b"{}", &[]);
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_bad_format(Checkpoint::from_bytes(path, huge).unwrap_err(), path, "exceeds");
+    assert_bad_format(Checkpoint::from_bytes(path, vec![1, 2, 3]).unwrap_err(), path, "shorter than");
 }
 
 // ---------------------------------------------------------------- hostile bytes never panic

@@ -234,7 +234,7 @@ fn kv_cache_new<'a>(env: Env<'a>, m: Term<'a>, s: Term<'a>) -> Term<'a> {
         if seq == 0 || seq > max {
             return Err(bad(max_seq(), s));
         }
-        let state = DecodeState::new(&model_res.0.model, seq);
+        let state = DecodeState::new(model_res.0.model()?, seq);
         ok(env, ResourceArc::new(KvCacheResource(Mutex::new(state))))
     })
 }
@@ -246,7 +246,7 @@ fn step<'a, R>(m: Term<'a>, tok: Term<'a>, c: Term<'a>, p: Term<'a>, read: impl 
     let token_id: u32 = decode(tok, token())?;
     let position = usize_of(p, pos())?;
     let mut state = cache.0.lock().map_err(|_| Error::Internal("kv cache lock poisoned".into()))?;
-    Ok(read(state.step_at(&model_res.0.model, token_id, position)?))
+    Ok(read(state.step_at(model_res.0.model()?, token_id, position)?))
 }
 
 /// Greedy: the argmax id of the logits after `Token` at `Pos`.

@@ -106,6 +106,15 @@ impl TensorInfo {
     pub fn numel(&self) -> usize {
         self.dims.iter().product::<u64>() as usize
     }
+
+    /// The element count of a tensor of a type this reader knows (so its bytes, checked at
+    /// open to lie in the file, bound it); `UnsupportedDtype` for other types, before a
+    /// buffer of an unbounded count is made.
+    fn known_numel(&self) -> Result<usize> {
+        GgmlType::from_u32(self.ggml_type)
+            .map(|_| self.numel())
+            .ok_or_else(|| Error::UnsupportedDtype { name: self.name.clone(), dtype: format!("ggml type {}", self.ggml_type) })
+    }
 }
 
 pub struct Gguf {
@@ -188,7 +197,8 @@ impl<'a> Cursor<'a> {
                 }
                 let elem = self.u32("array type")?;
                 let n = self.count("array length", min_size(elem))?;
-                let mut v = Vec::with_capacity(n);
+                // a value is 32 bytes in memory for 1 in the file: reserve fallibly
+                let mut v = crate::alloc::try_with_capacity(n)?;
                 for _ in 0..n {
                     v.push(self.value(elem, depth + 1)?);
                 }
@@ -223,6 +233,12 @@ impl Gguf {
         Ok(Gguf { path: path.to_path_buf(), version, metadata, tensors, storage: Arc::new(Storage::Mmap(map)) })
     }
 
+    /// A GGUF file already in memory; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let (version, metadata, tensors) = parse(&bytes, path)?;
+        Ok(Gguf { path: path.to_path_buf(), version, metadata, tensors, storage: Arc::new(Storage::Heap(bytes)) })
+    }
+
     pub fn tensor_names(&self) -> Vec<&str> {
         self.tensors.keys().map(|s| s.as_str()).collect()
     }
@@ -240,7 +256,7 @@ impl Gguf {
     /// A tensor as f32, with its row-major shape.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let t = self.tensor_info(name)?;
-        let mut out = vec![0f32; t.numel()];
+        let mut out = crate::alloc::try_zeroed(t.known_numel()?)?;
         dequantize_tensor(&self.storage, t, &self.path, None, &mut out)?;
         Ok((t.shape(), out))
     }
@@ -464,7 +480,7 @@ impl Gguf {
     /// ~13 s (page faults of 6.6 GB).
     pub fn to_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
         let mut out = Vec::new();
-        let mut lazy: Vec<(String, crate::safetensors::MakeTensor)> = Vec::new();
+        let mut lazy: Vec<(String, Vec<usize>, crate::safetensors::MakeTensor)> = Vec::new();
         // one layer's dequantized tensors at a time, in buffers reused from layer to layer
         let pool = Arc::new(crate::tensor::F32Pool::default());
         for name in self.tensor_names() {
@@ -477,13 +493,19 @@ impl Gguf {
                 None
             };
             let t = self.tensor_info(name)?;
+            let shape = t.shape();
+            if let (Some(h), &[rows, _]) = (heads, shape.as_slice()) {
+                // the row regrouping works within whole heads of an even head_dim
+                if h == 0 || !rows.is_multiple_of(h) || !(rows / h).is_multiple_of(2) {
+                    return Err(Error::bad_format(&self.path, format!("{name}: {rows} rows are not {h} heads of an even head_dim")));
+                }
+            }
             let dtype = match GgmlType::from_u32(t.ggml_type) {
                 Some(GgmlType::F32) => Some(DType::F32),
                 Some(GgmlType::F16) => Some(DType::F16),
                 Some(GgmlType::BF16) => Some(DType::BF16),
                 _ => None,
             };
-            let shape = t.shape();
             let view = match (dtype, heads, shape.as_slice()) {
                 (Some(dt), _, _) if t.len != t.numel() * dt.size() => {
                     return Err(Error::bad_format(&self.path, format!("{name}: {} bytes for {} {dt:?} values", t.len, t.numel())));
@@ -496,11 +518,11 @@ impl Gguf {
                 (None, _, _) => {
                     let (storage, t, path, key, pool) = (self.storage.clone(), t.clone(), self.path.clone(), hf.clone(), pool.clone());
                     let make = move || {
-                        let mut data = pool.take(t.numel());
+                        let mut data = pool.take(t.known_numel()?);
                         dequantize_tensor(&storage, &t, &path, heads, &mut data)?;
                         Ok(TensorView::from_pooled(&hf, t.shape(), data, &pool))
                     };
-                    lazy.push((key, Box::new(make)));
+                    lazy.push((key, shape, Box::new(make)));
                     continue;
                 }
             };
@@ -508,9 +530,18 @@ impl Gguf {
         }
         let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut ckpt = crate::safetensors::Checkpoint::from_tensors(dir, vec![self.path.clone()], out);
-        for (name, make) in lazy {
-            ckpt.add_lazy(name, make);
+        for (name, shape, make) in lazy {
+            ckpt.add_lazy(name, shape, make);
         }
+        Ok(ckpt)
+    }
+
+    /// `to_checkpoint` for a model: also checks that every tensor `cfg` implies is there with
+    /// its shape ([`ModelConfig::check_tensors`]), so no dimension of the metadata that the
+    /// tensors do not back reaches the model builder.
+    pub fn model_checkpoint(&self, cfg: &ModelConfig) -> Result<crate::safetensors::Checkpoint> {
+        let ckpt = self.to_checkpoint(cfg)?;
+        cfg.check_tensors(&ckpt)?;
         Ok(ckpt)
     }
 }
