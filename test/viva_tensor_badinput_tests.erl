@@ -5,8 +5,8 @@
 %% Cases whose input could make the engine allocate by a lying size (absurd configs,
 %% hostile GGUFs) run in a separate `peer' node: an allocation failure aborts a whole VM,
 %% and there it is observed as `{vm_died, _}' (a failed case) instead of ending this run.
-%% Cases named "KNOWN FAILING" assert the right Reason for an input the engine mishandles
-%% today (an abort or `{internal, _}`); they fail until the engine is fixed.
+%% A case the engine mishandles (an abort or `{internal, _}') is named "KNOWN FAILING" and
+%% keeps asserting the right Reason until the engine is fixed (none today).
 %% Hostile files are written into a scratch folder (test/viva_tensor_test_support.erl
 %% makes the broken fixture copies).
 -module(viva_tensor_badinput_tests).
@@ -85,10 +85,17 @@ load_cases(#{tmp := Tmp}) ->
         load_config_int(Tmp, <<"num_key_value_heads">>, 3)),
      ?C("vocab_size = 0", {error, {bad_format, _, _}}, load_config_int(Tmp, <<"vocab_size">>, 0)),
      ?C("hidden_size negative", {error, {bad_format, _, _}}, load_config_int(Tmp, <<"hidden_size">>, -256)),
-     ?C("tokenizer larger than vocab_size", {error, {shape_mismatch, <<"tokenizer vocab">>, _, _}},
+     ?C("vocab_size smaller than the tokenizer and the tensors", {error, {shape_mismatch, _, _, _}},
         load_config_int(Tmp, <<"vocab_size">>, 10)),
      ?C("empty tokenizer.json", {error, {bad_format, _, _}},
         load_edited(Tmp, "tok_empty", fun(D) -> write(D, "tokenizer.json", <<>>) end)),
+     ?C("tokenizer.json of the wrong structure", {error, {bad_format, _, _}},
+        load_edited(Tmp, "tok_struct", fun(D) -> write(D, "tokenizer.json", <<"{\"model\": 42}">>) end)),
+     ?C("tokenizer.json a folder", {error, {no_tokenizer, _}},
+        load_edited(Tmp, "tok_dir", fun(D) ->
+                                            ok = file:delete(filename:join(D, "tokenizer.json")),
+                                            ok = file:make_dir(filename:join(D, "tokenizer.json"))
+                                    end)),
      ?C("tokenizer_path to nowhere", {error, {file_not_found, _}},
         ?L:load(?S:fixture("tiny_gqa"), #{tokenizer_path => <<"/no/such/tokenizer.json">>})),
      ?C("bad tokenizer_config.json", {error, {bad_format, _, _}},
@@ -167,7 +174,7 @@ absurd_config_cases(#{tmp := Tmp}) ->
     LongCtx = edited(Tmp, "absurd_context", fun(D) -> ?S:set_config(D, <<"max_position_embeddings">>, ?BIG) end),
     %% The checkpoint holds 2 layers: the missing third is the precise answer (or the config
     %% refused outright as bad_format), never an allocation sized by the claim.
-    [?P("KNOWN FAILING (aborts the VM today): num_hidden_layers = 10^9",
+    [?P("num_hidden_layers = 10^9",
         {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
         Absurd(<<"num_hidden_layers">>, 1000000000)),
      ?P("hidden_size = 2^40", {error, {shape_mismatch, _, [512, 1 bsl 40], [512, 256]}}, Absurd(<<"hidden_size">>, 1 bsl 40)),
@@ -176,22 +183,8 @@ absurd_config_cases(#{tmp := Tmp}) ->
      ?P("vocab_size = 2^40", {error, {shape_mismatch, _, [1 bsl 40, 256], [512, 256]}}, Absurd(<<"vocab_size">>, 1 bsl 40)),
      ?P("head_dim = 10^9", {error, {shape_mismatch, _, _, _}}, Absurd(<<"head_dim">>, 1000000000)),
      ?P("num_attention_heads = 2^32", {error, {shape_mismatch, _, _, _}}, Absurd(<<"num_attention_heads">>, 1 bsl 32)),
-     ?P("KNOWN FAILING ({internal, capacity overflow} today): max_position_embeddings = 2^62, "
-        "then a whole-context KV cache", {ok, {error, out_of_memory}},
-        fun() ->
-                case ?L:load(LongCtx, #{weights => native}) of
-                    {ok, M} -> {ok, ?N:kv_cache_new(M, nil)};
-                    Other -> Other
-                end
-        end),
-     ?P("KNOWN FAILING ({internal, capacity overflow} today): max_position_embeddings = 2^62, "
-        "max_new_tokens = 2^62 - 64", {ok, {error, out_of_memory}},
-        fun() ->
-                case ?L:load(LongCtx, #{weights => native}) of
-                    {ok, M} -> {ok, ?L:generate(M, <<"hi">>, #{max_new_tokens => ?BIG - 64})};
-                    Other -> Other
-                end
-        end)].
+     ?P("max_position_embeddings = 2^62", {error, {bad_format, _, _}},
+        fun() -> ?L:load(LongCtx, #{weights => native}) end)].
 
 %%--------------------------------------------------------------------------------------
 %% Hostile GGUF files (in a peer node)
@@ -234,13 +227,38 @@ gguf_cases(#{tmp := Tmp}) ->
      ?P("gguf: tensor offset past the end", {error, {bad_format, _, _}},
         G("tensor_off", <<(ghead(3, 1, 1))/binary, Arch/binary, (gstr(<<"t">>))/binary, 1:32/little,
                           4:64/little, 0:32/little, (1 bsl 50):64/little>>)),
+     ?P("gguf: llama metadata claiming 10^9 blocks, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("blocks", llama_gguf(#{<<"llama.block_count">> => 1000000000}))),
+     ?P("gguf: llama metadata claiming embedding_length 2^40, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("embedding", llama_gguf(#{<<"llama.embedding_length">> => 1 bsl 40}))),
+     ?P("gguf: llama metadata claiming vocab_size 2^40, no tensors",
+        {error, R} when element(1, R) =:= missing_tensor; element(1, R) =:= bad_format,
+        G("vocab", llama_gguf(#{<<"llama.vocab_size">> => 1 bsl 40}))),
      ?P("gguf: unknown tensor type", {error, {Tag, _, _}} when Tag =:= bad_format; Tag =:= unsupported_dtype,
         G("tensor_type", <<(ghead(3, 1, 1))/binary, Arch/binary, (gstr(<<"t">>))/binary, 1:32/little,
                            4:64/little, 999:32/little, 0:64/little>>))].
 
+%% A GGUF with a complete small llama config and gpt2 tokenizer, `Over' replacing u64
+%% values, and no tensors.
+llama_gguf(Over) ->
+    U64 = maps:merge(#{<<"llama.block_count">> => 2, <<"llama.embedding_length">> => 64,
+                       <<"llama.attention.head_count">> => 4, <<"llama.feed_forward_length">> => 128,
+                       <<"llama.context_length">> => 64, <<"llama.vocab_size">> => 4}, Over),
+    Kvs = [kv(<<"general.architecture">>, string, <<"llama">>),
+           kv(<<"tokenizer.ggml.model">>, string, <<"gpt2">>),
+           kv(<<"tokenizer.ggml.tokens">>, strings, [<<"a">>, <<"b">>, <<"c">>, <<"d">>]),
+           kv(<<"tokenizer.ggml.merges">>, strings, [])]
+          ++ [kv(K, u64, V) || {K, V} <- maps:to_list(U64)],
+    iolist_to_binary([ghead(3, 0, length(Kvs)) | Kvs]).
+
 ghead(Version, Tensors, Kvs) -> <<"GGUF", Version:32/little, Tensors:64/little, Kvs:64/little>>.
 gstr(S) -> <<(byte_size(S)):64/little, S/binary>>.
-kv(Key, string, V) -> <<(gstr(Key))/binary, 8:32/little, (gstr(V))/binary>>.
+kv(Key, string, V) -> <<(gstr(Key))/binary, 8:32/little, (gstr(V))/binary>>;
+kv(Key, u64, V) -> <<(gstr(Key))/binary, 10:32/little, V:64/little>>;
+kv(Key, strings, Vs) ->
+    <<(gstr(Key))/binary, 9:32/little, 8:32/little, (length(Vs)):64/little, (<< <<(gstr(V))/binary>> || V <- Vs >>)/binary>>.
 
 %%--------------------------------------------------------------------------------------
 %% generate / chat / stream: options and arguments, through the API and straight to the NIF

@@ -51,7 +51,7 @@ in_peer(Iters, Seed) ->
     {ok, Peer, _} = peer:start(#{connection => standard_io,
                                  args => lists:append([["-pa", P] || P <- Paths])}),
     try peer:call(Peer, ?MODULE, fuzz, [Iters, Seed], infinity)
-    catch Class:Why -> {vm_died, {seed, Seed}, {Class, Why}}
+    catch Class:Why -> {peer_call_failed, {seed, Seed}, {Class, Why}}  % an exception there, or the node died
     after catch peer:stop(Peer)
     end.
 

@@ -4,12 +4,13 @@
 //! (top_k's range, block sizes, num_layers against the model) are left to it.
 use std::any::Any;
 use std::ffi::OsStr;
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use rustler::types::map::MapIterator;
-use rustler::{Atom, Binary, Decoder, Encoder, Env, ResourceArc, Term};
+use rustler::{Atom, Binary, Decoder, Encoder, Env, OwnedBinary, ResourceArc, Term};
 use viva_core::tensor::DType;
 use viva_core::Error;
 
@@ -170,4 +171,27 @@ pub fn f32s<'a>(t: Term<'a>, key: Atom, dims: &[usize]) -> Result<Vec<f32>, Fail
     let b = binary(t, key)?;
     check_bytes(&format!("{key:?} bytes"), dims, 4, b.len())?;
     Ok(b.as_slice().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// An uninitialised binary of `size` bytes, or `{error, out_of_memory}`: `OwnedBinary::new`
+/// aborts the VM when the allocator refuses, and a caller's sizes can be anything.
+pub fn alloc_binary<'a>(size: usize) -> Result<OwnedBinary, Fail<'a>> {
+    let mut raw = MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
+    // SAFETY: enif_alloc_binary initialises `raw` exactly when it returns non-zero; the
+    // OwnedBinary then owns that binary and releases it when dropped or released to the VM.
+    unsafe {
+        if rustler::sys::enif_alloc_binary(size, raw.as_mut_ptr()) == 0 {
+            return Err(Error::OutOfMemory.into());
+        }
+        Ok(OwnedBinary::from_raw(raw.assume_init()))
+    }
+}
+
+/// Floats as a little-endian f32 binary.
+pub fn f32_binary<'a>(env: Env<'a>, v: &[f32]) -> Result<Term<'a>, Fail<'a>> {
+    let mut bin = alloc_binary(v.len().checked_mul(4).ok_or(Error::OutOfMemory)?)?;
+    for (dst, x) in bin.as_mut_slice().chunks_exact_mut(4).zip(v) {
+        dst.copy_from_slice(&x.to_le_bytes());
+    }
+    Ok(bin.release(env).encode(env))
 }

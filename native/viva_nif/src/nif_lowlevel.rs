@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use half::{bf16, f16};
 use rustler::types::tuple::get_tuple;
-use rustler::{Encoder, Env, OwnedBinary, ResourceArc, Term};
+use rustler::{Encoder, Env, ResourceArc, Term};
 use viva_core::quant::fp8::{Blocking, PackedFp8};
 use viva_core::quant::linear;
 use viva_core::sampling::{argmax, top_k_into, MAX_TOP_K};
@@ -15,7 +15,7 @@ use viva_core::tensor::{DType, Storage, TensorView};
 use viva_core::weights::Embedding;
 use viva_core::Error;
 
-use crate::args::{bad, binary, check_bytes, decode, dtype_of, f32s, is_nil, ok, resource, run, shape_of, size_error, usize_of, Out};
+use crate::args::{bad, binary, check_bytes, decode, dtype_of, f32_binary, f32s, is_nil, ok, resource, run, shape_of, size_error, usize_of, Out};
 use crate::nif_model::atom_map;
 use crate::reason::Fail;
 use crate::resources::ModelResource;
@@ -40,14 +40,6 @@ impl rustler::Resource for EmbeddingResource {}
 pub struct KvCacheResource(Mutex<DecodeState>);
 #[rustler::resource_impl]
 impl rustler::Resource for KvCacheResource {}
-
-fn encode_f32<'a>(env: Env<'a>, v: &[f32]) -> Term<'a> {
-    let mut bin = OwnedBinary::new(v.len() * 4);
-    for (dst, x) in bin.as_mut_slice().chunks_exact_mut(4).zip(v) {
-        dst.copy_from_slice(&x.to_le_bytes());
-    }
-    bin.release(env).encode(env)
-}
 
 // ---- fp8 prepack ----
 
@@ -169,7 +161,7 @@ fn linear_nif<'a>(env: Env<'a>, x: Term<'a>, p: Term<'a>, b: Term<'a>, kind: Lin
         LinearKind::W8A8 => linear::linear_fp8(&act.to_f32(), w, bias, &mut out),
     };
     r?;
-    ok(env, (encode_f32(env, &out), vec![m, cols]))
+    ok(env, (f32_binary(env, &out)?, vec![m, cols]))
 }
 
 /// `Input · Wᵀ + Bias`, activations f32/f16/bf16, weights dequantized in the inner loop.
@@ -226,7 +218,7 @@ fn embedding_row<'a>(env: Env<'a>, t: Term<'a>, i: Term<'a>) -> Term<'a> {
         }
         let mut out = vec![0.0; t.cols];
         t.table.row(row, &mut out);
-        ok(env, encode_f32(env, &out))
+        ok(env, f32_binary(env, &out)?)
     })
 }
 

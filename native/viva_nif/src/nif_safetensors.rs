@@ -1,7 +1,6 @@
 //! Safetensors and conversion NIFs behind `viva_tensor_safetensors_ffi`: a checkpoint's header,
 //! one tensor as bf16, bf16 → f32 and a cache-tiled f32 transpose (viva_core::convert does the
 //! work). Results are written straight into the BEAM binary they return.
-use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 
 use rustler::{Encoder, Env, OwnedBinary, Term};
@@ -9,24 +8,10 @@ use viva_core::convert::{self, HeaderEntry};
 use viva_core::safetensors::Checkpoint;
 use viva_core::Error;
 
-use crate::args::{self, binary, check_bytes, decode, dim_of, ok, run};
+use crate::args::{self, alloc_binary, binary, check_bytes, decode, dim_of, ok, run};
 use crate::reason::Fail;
 
 rustler::atoms! { path, name, bin, rows, cols, dtype, shape, data_offsets, offset, size, file, data_start }
-
-/// An uninitialised binary of `size` bytes, or `{error, out_of_memory}`: `OwnedBinary::new`
-/// aborts the VM when the allocator refuses, and a caller's sizes can be anything.
-fn alloc_binary<'a>(size: usize) -> Result<OwnedBinary, Fail<'a>> {
-    let mut raw = MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
-    // SAFETY: enif_alloc_binary initialises `raw` exactly when it returns non-zero; the
-    // OwnedBinary then owns that binary and releases it when dropped or released to the VM.
-    unsafe {
-        if rustler::sys::enif_alloc_binary(size, raw.as_mut_ptr()) == 0 {
-            return Err(Error::OutOfMemory.into());
-        }
-        Ok(OwnedBinary::from_raw(raw.assume_init()))
-    }
-}
 
 fn header_map<'a>(env: Env<'a>, e: &HeaderEntry) -> Result<Term<'a>, Fail<'a>> {
     let mut pairs = vec![
