@@ -291,3 +291,32 @@ fn out_of_memory_is_an_error_and_the_gpu_keeps_working() {
     assert!(r.is_ok(), "{:?}", r.err());
     std::fs::remove_dir_all(&big).ok();
 }
+
+/// A GPU-loaded model holds no host model until the low-level CPU API asks for one; then it is
+/// built in the load's format, and its decode-step loop gives generate's (GPU) greedy tokens.
+#[test]
+fn low_level_decode_steps_on_a_gpu_model_reproduce_generate() {
+    use viva_core::sampling::argmax;
+    use viva_core::session::DecodeState;
+    let Some(_gpu) = gpu_or_skip() else { return };
+    for w in [WeightFormat::Native, WeightFormat::Fp8(Blocking::DEFAULT)] {
+        let llm = load("tiny_mha_sharded", Device::Cuda, w);
+        let ids = prompt(&llm);
+        let opts = GenerateOptions { max_new_tokens: 12, stop_on_eos: false, ..Default::default() };
+        let want = llm.generate_ids(&ids, &opts).unwrap().tokens;
+        let model = llm.model().unwrap();
+        assert_eq!(model.format, w);
+        let mut st = DecodeState::new(model, 64);
+        let mut got = Vec::new();
+        let mut next = 0;
+        for (pos, &id) in ids.iter().enumerate() {
+            next = argmax(st.step_at(model, id, pos).unwrap());
+        }
+        while got.len() < 12 {
+            got.push(next);
+            next = argmax(st.step_at(model, next, ids.len() + got.len() - 1).unwrap());
+        }
+        assert_eq!(got, want, "{w:?}");
+        assert!(std::ptr::eq(model, llm.model().unwrap()), "built once");
+    }
+}
