@@ -3,10 +3,11 @@
 # carried as $D: GPU tests, random-weight checkpoints (bench/peer/hf_reference.py, no HF timing),
 # then the old build ($D/base_gpu_decode) and this one ($D/gpu_decode) in alternating rounds on
 # the same warm machine, host RSS of one load each, EUnit on the GPU. Results under $OUT.
-# ROUNDS=3 STEPS="tests models ab rss eunit" pick what runs.
+# ROUNDS=3 STEPS="tests models ab rss eunit" pick what runs; AB_UNTIL=400 (seconds since the
+# start) stops adding rounds, so the later steps still fit one device call.
 set -u
 D="${D:-.device}"; FINAL="${OUT:-/tmp/out}"; OUT=/tmp/w; mkdir -p "$OUT" "$FINAL"
-ROUNDS="${ROUNDS:-3}"; STEPS="${STEPS:-tests models ab rss eunit}"
+ROUNDS="${ROUNDS:-3}"; STEPS="${STEPS:-tests models ab rss eunit}"; AB_UNTIL="${AB_UNTIL:-400}"
 export VIVA_FIXTURES=$PWD/test/fixtures VIVA_CUDA_TESTS=1 VIVA_KERNEL_CACHE=/tmp/kcache
 M=/tmp/models; mkdir -p $M
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -22,6 +23,7 @@ fi
 if has ab; then
   mkdir -p $OUT/ab
   for r in $(seq 1 $ROUNDS); do
+    [ $r -gt 1 ] && [ $SECONDS -gt $AB_UNTIL ] && { echo "stopped after $((r - 1)) rounds at ${SECONDS}s"; break; }
     for b in base new; do
       bin=$D/gpu_decode; [ $b = base ] && bin=$D/base_gpu_decode
       VIVA_BENCH_FORMATS=bf16,fp8-b16 timeout 120 $bin --expect $M/expected.json --out $OUT/ab/${b}_tl_$r.json $M/tinyllama > /dev/null 2>>$OUT/ab/${b}.log || echo "$b tl round $r failed"
