@@ -250,13 +250,9 @@ impl Llm {
                 progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
                 cuda = Some(m);
             }
-            // the low-level CPU API's model, if ever asked for: fp8 keeps the checkpoint's own
-            // bytes there (as before the GPU packed its weights itself)
-            let format = match opts.weights {
-                WeightFormat::Fp8(_) => WeightFormat::Native,
-                w => w,
-            };
-            host_source = Some(HostSource { path: path.to_path_buf(), format, activations: opts.activations });
+            // the low-level CPU API's model, if ever asked for: the load's own format, so its
+            // decode steps use the weights the GPU uses (fp8 packing is bit-identical on both)
+            host_source = Some(HostSource { path: path.to_path_buf(), format: opts.weights, activations: opts.activations });
         } else {
             let mut model = Model::new(&ckpt, config.clone(), opts.weights, &mut on_layer)?;
             model.activations = opts.activations;
@@ -277,8 +273,7 @@ impl Llm {
     }
 
     /// The CPU model (the low-level API's decode steps, CPU generation). On a GPU-loaded model
-    /// the first call builds it from the checkpoint, in the format the load used before the GPU
-    /// built its own weights (fp8 → the checkpoint's dtype, mapped), and keeps it.
+    /// the first call builds it from the checkpoint in the load's format and keeps it.
     pub fn model(&self) -> Result<&Model> {
         if let Some(m) = self.host.get() {
             return Ok(m);

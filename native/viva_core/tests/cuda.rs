@@ -202,7 +202,7 @@ fn device_bf16_conversion_is_bit_identical_to_the_host() {
     let Some(_gpu) = gpu_or_skip() else { return };
     let (n, k) = (9usize, 37usize); // k not a multiple of 8: padded rows
     let mut data: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761usize % 100003) as f32 / 100003.0 - 0.5) * 3.0).collect();
-    for (i, v) in [(0, f32::INFINITY), (1, f32::NEG_INFINITY), (2, f32::NAN), (3, 1e-40), (4, -0.0), (5, 3.3895314e38), (6, 1.00390625)] {
+    for (i, v) in [(0, f32::INFINITY), (1, f32::NEG_INFINITY), (2, f32::NAN), (3, 1e-40), (4, -0.0), (5, f32::MAX), (6, 1.00390625)] {
         data[i] = v;
     }
     let t = TensorView::from_f32("w", vec![n, k], &data);
@@ -251,7 +251,7 @@ fn big_checkpoint() -> std::path::PathBuf {
         off += len;
     }
     let mut json = serde_json::Value::Object(header).to_string();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
@@ -290,4 +290,33 @@ fn out_of_memory_is_an_error_and_the_gpu_keeps_working() {
     let r = Llm::load(&big, &LoadOptions { device: Device::Cuda, weights: WeightFormat::Native, ..Default::default() });
     assert!(r.is_ok(), "{:?}", r.err());
     std::fs::remove_dir_all(&big).ok();
+}
+
+/// A GPU-loaded model holds no host model until the low-level CPU API asks for one; then it is
+/// built in the load's format, and its decode-step loop gives generate's (GPU) greedy tokens.
+#[test]
+fn low_level_decode_steps_on_a_gpu_model_reproduce_generate() {
+    use viva_core::sampling::argmax;
+    use viva_core::session::DecodeState;
+    let Some(_gpu) = gpu_or_skip() else { return };
+    for w in [WeightFormat::Native, WeightFormat::Fp8(Blocking::DEFAULT)] {
+        let llm = load("tiny_mha_sharded", Device::Cuda, w);
+        let ids = prompt(&llm);
+        let opts = GenerateOptions { max_new_tokens: 12, stop_on_eos: false, ..Default::default() };
+        let want = llm.generate_ids(&ids, &opts).unwrap().tokens;
+        let model = llm.model().unwrap();
+        assert_eq!(model.format, w);
+        let mut st = DecodeState::new(model, 64);
+        let mut got = Vec::new();
+        let mut next = 0;
+        for (pos, &id) in ids.iter().enumerate() {
+            next = argmax(st.step_at(model, id, pos).unwrap());
+        }
+        while got.len() < 12 {
+            got.push(next);
+            next = argmax(st.step_at(model, next, ids.len() + got.len() - 1).unwrap());
+        }
+        assert_eq!(got, want, "{w:?}");
+        assert!(std::ptr::eq(model, llm.model().unwrap()), "built once");
+    }
 }

@@ -43,7 +43,7 @@ impl CudaModel {
         let gpu = require_gpu()?;
         let c = config;
         let group = c.num_attention_heads / c.num_key_value_heads.max(1);
-        if c.head_dim % 2 != 0 || c.head_dim > 1024 || group > ATT_MAX_GROUP || group * c.head_dim > ATT_MAX_QS {
+        if !c.head_dim.is_multiple_of(2) || c.head_dim > 1024 || group > ATT_MAX_GROUP || group * c.head_dim > ATT_MAX_QS {
             return Err(Error::invalid_option("device", format!("cuda: head_dim {} × group {group} exceeds the attention kernel", c.head_dim)));
         }
         let stream = gpu.ctx.new_stream().map_err(drv("stream"))?;
