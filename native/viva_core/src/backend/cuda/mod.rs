@@ -7,6 +7,7 @@
 pub mod check;
 pub mod kernels;
 pub mod model;
+pub mod seq;
 pub mod session;
 pub mod weights;
 
