@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use crate::backend::{Backend, Engine};
 use crate::chat::{ChatTemplate, Message};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -10,7 +11,6 @@ use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
-use crate::session::Session;
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::weights::{Activations, WeightFormat};
 
@@ -147,56 +147,6 @@ fn open_checkpoint(path: &Path) -> Result<(Checkpoint, ModelConfig, Option<Strin
     }
 }
 
-/// One generation on the model's backend: same prefill / step / sample on both.
-enum Run<'a> {
-    Cpu(Session<'a>),
-    #[cfg(feature = "cuda")]
-    Cuda(crate::backend::cuda::session::CudaSession<'a>, Sampler),
-}
-
-impl Run<'_> {
-    fn prefill(&mut self, ids: &[u32]) -> Result<()> {
-        match self {
-            Run::Cpu(s) => s.prefill(ids).map(|_| ()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.prefill(ids),
-        }
-    }
-
-    fn step(&mut self, id: u32) -> Result<()> {
-        match self {
-            Run::Cpu(s) => s.step(id).map(|_| ()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.step(id),
-        }
-    }
-
-    fn sample(&mut self) -> Result<u32> {
-        match self {
-            Run::Cpu(s) => Ok(s.sample()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, sampler) => {
-                if sampler.is_greedy() || sampler.top_k() == 1 {
-                    return s.argmax();
-                }
-                let cand = s.top_k(sampler.top_k())?;
-                match sampler.sample_candidates(&cand) {
-                    Some(id) => Ok(id),
-                    None => s.argmax(), // every logit NaN, as the CPU sampler
-                }
-            }
-        }
-    }
-
-    fn logits(&mut self) -> Result<Vec<f32>> {
-        match self {
-            Run::Cpu(s) => Ok(s.logits().to_vec()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.logits(),
-        }
-    }
-}
-
 impl Llm {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         Self::load_with_progress(path, opts, &mut |_| {})
@@ -289,6 +239,15 @@ impl Llm {
         Ok(self.host.get_or_init(|| model))
     }
 
+    /// The backend this model's generations run on: the GPU copy when the load resolved to CUDA.
+    pub fn engine(&self) -> Result<Engine<'_>> {
+        #[cfg(feature = "cuda")]
+        if let Some(m) = &self.cuda {
+            return Ok(Engine::Cuda(m));
+        }
+        Ok(Engine::Cpu(self.model()?))
+    }
+
     /// "cuda" or "cpu": where this model's generations run.
     pub fn backend(&self) -> &'static str {
         #[cfg(feature = "cuda")]
@@ -296,14 +255,6 @@ impl Llm {
             return "cuda";
         }
         "cpu"
-    }
-
-    fn run(&self, max_seq: usize, sampler: Sampler) -> Result<Run<'_>> {
-        #[cfg(feature = "cuda")]
-        if let Some(m) = &self.cuda {
-            return Ok(Run::Cuda(crate::backend::cuda::session::CudaSession::new(m, max_seq)?, sampler));
-        }
-        Ok(Run::Cpu(Session::new(self.model()?, max_seq, sampler)))
     }
 
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {
@@ -326,18 +277,19 @@ impl Llm {
     ) -> Result<GenerateResult> {
         opts.validate()?;
         let needed = self.check_prompt(prompt_ids, opts.max_new_tokens)?;
-        let sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
-        let mut session = self.run(needed, sampler)?;
+        let mut sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
+        let engine = self.engine()?;
+        let mut seq = engine.new_seq(needed)?;
         let mut detok = Detokenizer::new();
 
         let t0 = Instant::now();
-        session.prefill(prompt_ids)?;
+        engine.prefill(&mut seq, prompt_ids)?;
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut tokens = Vec::with_capacity(opts.max_new_tokens);
         // instants the first and the latest token were sampled (ms_per_token)
         let (mut first_at, mut last_at) = (None, None);
         for i in 0..opts.max_new_tokens {
-            let id = session.sample()?;
+            let id = engine.sample(&mut seq, &mut sampler)?;
             let now = Instant::now();
             first_at.get_or_insert(now);
             last_at = Some(now);
@@ -348,7 +300,7 @@ impl Llm {
                 break;
             }
             if i + 1 < opts.max_new_tokens {
-                session.step(id)?;
+                engine.step(&mut [(&mut seq, id)])?;
             }
         }
         let tail = detok.finish(&self.tokenizer)?;
@@ -393,9 +345,10 @@ impl Llm {
     /// Logits after the last of `ids` (tests and fixtures).
     pub fn last_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let needed = self.check_prompt(ids, 0)?;
-        let mut session = self.run(needed, Sampler::new(0.0, None, 1.0, 0))?;
-        session.prefill(ids)?;
-        session.logits()
+        let engine = self.engine()?;
+        let mut seq = engine.new_seq(needed)?;
+        engine.prefill(&mut seq, ids)?;
+        engine.logits(&mut seq)
     }
 
     /// Validates a prompt; returns the positions the generation needs.

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod launch;
 pub mod model;
 pub mod params;
+pub mod seq;
 pub mod session;
 pub mod weights;
 
