@@ -15,7 +15,7 @@ fn a_batched_step_equals_each_sequence_alone() {
     let prompts: Vec<Vec<u32>> = ["The quick brown fox", "Hello"].iter().map(|p| llm.tokenizer.encode(p, true).unwrap()).collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| llm.generate_ids(p, &greedy).unwrap().tokens).collect();
 
-    let e = llm.engine();
+    let e = llm.engine().unwrap();
     let mut seqs: Vec<Seq> = prompts
         .iter()
         .map(|p| {
