@@ -89,13 +89,18 @@ kv_cache_new(Model, MaxSeq) -> viva_tensor_nif:kv_cache_new(Model, MaxSeq).
 
 %% @doc Runs `Token' at position `Pos' (0-based; at most the number of positions already
 %% filled — a smaller one rewinds), appends its K/V to `KvCache' and returns the greedy next id.
--spec decode_step(viva_tensor_llm:model(), non_neg_integer(), kv_cache(), non_neg_integer()) ->
+%% `Token' may be a non-empty list of ids, fed at `Pos', `Pos + 1', … as one batched pass (the
+%% path generate takes for a prompt: a loop that feeds its prompt so and then one id per step
+%% gives exactly generate's greedy tokens; feeding the prompt one id at a time agrees up to
+%% summation order).
+-spec decode_step(viva_tensor_llm:model(), non_neg_integer() | [non_neg_integer(), ...], kv_cache(),
+                  non_neg_integer()) ->
     {ok, non_neg_integer()} | {error, reason()}.
 decode_step(Model, Token, KvCache, Pos) -> viva_tensor_nif:decode_step(Model, Token, KvCache, Pos).
 
 %% @doc Like {@link decode_step/4} but returns the `K' (1..256) best `{Id, Logit}' pairs,
 %% highest logit first (lower id first on ties).
--spec decode_step_topk(viva_tensor_llm:model(), non_neg_integer(), kv_cache(), non_neg_integer(),
+-spec decode_step_topk(viva_tensor_llm:model(), non_neg_integer() | [non_neg_integer(), ...], kv_cache(), non_neg_integer(),
                        1..256) -> {ok, [{non_neg_integer(), float()}]} | {error, reason()}.
 decode_step_topk(Model, Token, KvCache, Pos, K) ->
     viva_tensor_nif:decode_step_topk(Model, Token, KvCache, Pos, K).

@@ -244,13 +244,11 @@ defmodule Viva.LowLevelTest do
 
   # ---- the decode step ----
 
-  # Greedy ids by decode_step alone: feed the prompt, then each predicted id.
+  # Greedy ids by decode_step alone: feed the prompt as one list (one batched pass, as generate
+  # prefills it), then each predicted id.
   defp decode_loop(model, cache, prompt, n, step) do
-    {first, pos} =
-      Enum.reduce(prompt, {nil, 0}, fn id, {_, pos} ->
-        {:ok, next} = step.(model, id, cache, pos)
-        {next, pos + 1}
-      end)
+    {:ok, first} = step.(model, prompt, cache, 0)
+    pos = length(prompt)
 
     {rest, _} =
       Enum.map_reduce(2..n//1, {first, pos}, fn _, {last, pos} ->

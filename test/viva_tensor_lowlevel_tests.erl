@@ -10,10 +10,12 @@ f32(List) -> << <<(float(X)):32/float-little>> || X <- List >>.
 floats(Bin) -> [F || <<F:32/float-little>> <= Bin].
 
 %% Greedy ids by decode_step alone: feed the prompt, then each predicted id.
+%% The prompt goes in as one list (one batched pass, as generate prefills it), then one id per step.
+%% Feeding the prompt one id at a time gives the same tokens only up to summation order (the
+%% GEMV and the prefill GEMM sum in different orders; a near-tie can flip: issue 16's note).
 decode_loop(Model, Cache, Prompt, N) ->
-    {Last, Pos} = lists:foldl(fun(Id, {_, P}) -> {ok, Next} = ?L:decode_step(Model, Id, Cache, P), {Next, P + 1} end,
-                              {none, 0}, Prompt),
-    decode_more(Model, Cache, Last, Pos, N - 1, [Last]).
+    {ok, First} = ?L:decode_step(Model, Prompt, Cache, 0),
+    decode_more(Model, Cache, First, length(Prompt), N - 1, [First]).
 
 decode_more(_Model, _Cache, _Last, _Pos, 0, Acc) -> lists:reverse(Acc);
 decode_more(Model, Cache, Last, Pos, N, Acc) ->
@@ -40,6 +42,23 @@ decode_loop_reproduces_generate_test_() ->
           end || Name <- ?S:fixture_names(),
                  Opts <- [#{weights => native}, #{}, #{weights => native, activations => bf16}, #{activations => bf16}]]
      end}.
+
+decode_step_with_a_list_test() ->
+    {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{weights => native}),
+    {ok, C} = ?L:kv_cache_new(M, 8),
+    {ok, C1} = ?L:kv_cache_new(M, 8),
+    %% a one-id list is the same step as the id
+    ?assertEqual(?L:decode_step(M, 1, C1, 0), ?L:decode_step(M, [1], C, 0)),
+    {ok, _} = ?L:decode_step(M, [1, 5, 7], C, 0),
+    %% rewinding into the filled positions with a list
+    {ok, _} = ?L:decode_step(M, [5, 7], C, 1),
+    ?assertMatch({error, {invalid_option, pos, _}}, ?L:decode_step(M, [1, 2], C, 4)),
+    ?assertMatch({error, {invalid_option, token, []}}, ?L:decode_step(M, [], C, 0)),
+    ?assertMatch({error, {invalid_option, token, _}}, ?L:decode_step(M, [1 | 2], C, 0)),
+    ?assertMatch({error, {invalid_option, token, _}}, ?L:decode_step(M, [1, -2], C, 0)),
+    ?assertMatch({error, {token_out_of_range, 1000000, _}}, ?L:decode_step(M, [1, 1000000], C, 0)),
+    ?assertMatch({error, {context_overflow, 9, 8}}, ?L:decode_step(M, lists:duplicate(9, 1), C, 0)),
+    ?assertMatch({ok, [_, _]}, ?L:decode_step_topk(M, [1, 5], C, 0, 2)).
 
 decode_step_topk_test() ->
     {ok, M} = viva_tensor_llm:load(?S:fixture("tiny_gqa"), #{weights => native}),

@@ -237,27 +237,11 @@ fn decode_loop() -> Result(Nil, String) {
   use model <- try(load("tiny_gqa"))
   use cache <- try(lift(low_level.kv_cache_new(model, MaxSeq(64))))
   let ids = expected_ids("tiny_gqa")
-  use first <- try(feed(model, cache, ids, 0, 0))
+  use first <- try(lift(low_level.decode_prompt(model, ids, cache, 0)))
   use rest <- try(continue(model, cache, first, length(ids, 0), 19))
   case [first, ..rest] == expected_greedy("tiny_gqa") {
     True -> Ok(Nil)
     False -> Error("decode_step loop differs from HF greedy")
-  }
-}
-
-fn feed(
-  model,
-  cache,
-  ids: List(Int),
-  pos: Int,
-  last: Int,
-) -> Result(Int, String) {
-  case ids {
-    [] -> Ok(last)
-    [id, ..rest] -> {
-      use next <- try(lift(low_level.decode_step(model, id, cache, pos)))
-      feed(model, cache, rest, pos + 1, next)
-    }
   }
 }
 

@@ -21,8 +21,8 @@ defmodule Viva.LowLevel do
       {:ok, cache} = L.kv_cache_new(model, 64)
       {:ok, next_id} = L.decode_step(model, 1, cache, 0)
 
-  A `decode_step/4` loop gives exactly `Viva.generate/3`'s greedy tokens: both run the same
-  Rust decode state.
+  A `decode_step/4` loop that feeds its prompt as one list gives exactly `Viva.generate/3`'s
+  greedy tokens: both run the same Rust decode state.
 
   FP8 weights are E4M3 codes (3 mantissa bits) with an f32 scale per output row
   (`prepack_fp8_weight/2`) or per `block` values along K (`prepack_fp8_weight_blocked/3`),
@@ -162,14 +162,16 @@ defmodule Viva.LowLevel do
   greedy (argmax) next id. `pos` may be at most the number of positions filled so far; a
   smaller one rewinds the sequence to there. A cache belongs to the model it was made for.
 
+  `token` may be a non-empty list of ids, fed at `pos`, `pos + 1`, … as one batched pass (the
+  path `Viva.generate/3` takes for a prompt): a loop that feeds its prompt so and then one id
+  per step gives exactly generate's greedy tokens; feeding the prompt one id at a time agrees
+  up to summation order.
+
       {:ok, cache} = Viva.LowLevel.kv_cache_new(model, 64)
-      {next, pos} = Enum.reduce(prompt_ids, {nil, 0}, fn id, {_, pos} ->
-        {:ok, next} = Viva.LowLevel.decode_step(model, id, cache, pos)
-        {next, pos + 1}
-      end)
-      {:ok, after_next} = Viva.LowLevel.decode_step(model, next, cache, pos)
+      {:ok, next} = Viva.LowLevel.decode_step(model, prompt_ids, cache, 0)
+      {:ok, after_next} = Viva.LowLevel.decode_step(model, next, cache, length(prompt_ids))
   """
-  @spec decode_step(Viva.model(), non_neg_integer, kv_cache, non_neg_integer) ::
+  @spec decode_step(Viva.model(), non_neg_integer | [non_neg_integer, ...], kv_cache, non_neg_integer) ::
           {:ok, non_neg_integer} | {:error, Viva.reason()}
   defdelegate decode_step(model, token, cache, pos), to: :viva_tensor_lowlevel
 

@@ -19,7 +19,7 @@
 ////
 //// Tensor data are little-endian bit arrays with a shape; weights are `[out, in]` (`[n, k]`),
 //// the layout Hugging Face stores. A size that does not match a shape is `ShapeMismatch`, a
-//// bad value `InvalidOption`. A `decode_step` loop gives exactly `generate`'s greedy tokens.
+//// bad value `InvalidOption`. A `decode_prompt` then `decode_step` loop gives exactly `generate`'s greedy tokens.
 
 import viva_tensor.{type BlockSize, type Error, type Model}
 
@@ -157,6 +157,18 @@ pub fn decode_step(
   ffi_decode_step(model, token, cache, pos)
 }
 
+/// Runs `tokens` (non-empty) at `pos`, `pos + 1`, … as one batched pass (the path `generate`
+/// takes for a prompt) and returns the greedy id after the last: a loop that feeds its prompt
+/// so and then one id per `decode_step` gives exactly `generate`'s greedy tokens.
+pub fn decode_prompt(
+  model model: Model,
+  tokens tokens: List(Int),
+  cache cache: KvCache,
+  pos pos: Int,
+) -> Result(Int, Error) {
+  ffi_decode_prompt(model, tokens, cache, pos)
+}
+
 /// Like `decode_step`, returning the `k` (1..256) best `#(id, logit)` pairs, best first.
 pub fn decode_step_topk(
   model model: Model,
@@ -250,6 +262,9 @@ fn ffi_kv_cache_new(m: Model, max_seq: Optional) -> Result(KvCache, Error)
 
 @external(erlang, "viva_tensor_low_level_ffi", "decode_step")
 fn ffi_decode_step(m: Model, t: Int, c: KvCache, p: Int) -> Result(Int, Error)
+
+@external(erlang, "viva_tensor_low_level_ffi", "decode_step")
+fn ffi_decode_prompt(m: Model, t: List(Int), c: KvCache, p: Int) -> Result(Int, Error)
 
 @external(erlang, "viva_tensor_low_level_ffi", "decode_step_topk")
 fn ffi_decode_step_topk(

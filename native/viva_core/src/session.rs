@@ -46,6 +46,20 @@ impl DecodeState {
         Ok(&self.scratch.logits)
     }
 
+    /// `prefill` from position `pos` (≤ filled: feeding back rewrites the cache from there), the
+    /// path generate takes for a prompt; returns the logits after the last of `ids`.
+    pub fn prefill_at(&mut self, model: &Model, ids: &[u32], pos: usize) -> Result<&[f32]> {
+        if pos > self.filled {
+            return Err(Error::InvalidOption { key: "pos".into(), value: format!("{pos} (filled up to {})", self.filled) });
+        }
+        self.check_model(model)?;
+        if pos + ids.len() > self.kv.max_seq {
+            return Err(Error::ContextOverflow { needed: pos + ids.len(), max: self.kv.max_seq });
+        }
+        self.filled = pos;
+        self.prefill(model, ids)
+    }
+
     pub fn logits(&self) -> &[f32] {
         &self.scratch.logits
     }

@@ -15,7 +15,7 @@ use viva_core::tensor::{DType, Storage, TensorView};
 use viva_core::weights::Embedding;
 use viva_core::Error;
 
-use crate::args::{bad, binary, check_bytes, decode, dtype_of, f32_binary, f32s, is_nil, ok, resource, run, shape_of, size_error, usize_of, Out};
+use crate::args::{bad, binary, check_bytes, decode, dtype_of, f32_binary, f32s, is_nil, list_of, ok, resource, run, shape_of, size_error, usize_of, Out};
 use crate::nif_model::atom_map;
 use crate::reason::Fail;
 use crate::resources::ModelResource;
@@ -239,14 +239,25 @@ fn kv_cache_new<'a>(env: Env<'a>, m: Term<'a>, s: Term<'a>) -> Term<'a> {
     })
 }
 
-/// Runs one token at `pos` through the model, appending its K/V; `read` takes the logits.
+/// Runs `Token` (an id, or a non-empty list of ids fed as one batched pass — the path generate
+/// takes for a prompt, so a loop that feeds its prompt this way reproduces generate exactly) at
+/// `pos` through the model, appending K/V; `read` takes the logits after the last id.
 fn step<'a, R>(m: Term<'a>, tok: Term<'a>, c: Term<'a>, p: Term<'a>, read: impl FnOnce(&[f32]) -> R) -> Result<R, Fail<'a>> {
     let model_res = resource::<ModelResource>(m, model())?;
     let cache = resource::<KvCacheResource>(c, kv_cache())?;
-    let token_id: u32 = decode(tok, token())?;
     let position = usize_of(p, pos())?;
+    let model = model_res.0.model()?;
+    if tok.is_list() {
+        let ids: Vec<u32> = list_of(tok, token())?;
+        if ids.is_empty() {
+            return Err(bad(token(), tok));
+        }
+        let mut state = cache.0.lock().map_err(|_| Error::Internal("kv cache lock poisoned".into()))?;
+        return Ok(read(state.prefill_at(model, &ids, position)?));
+    }
+    let token_id: u32 = decode(tok, token())?;
     let mut state = cache.0.lock().map_err(|_| Error::Internal("kv cache lock poisoned".into()))?;
-    Ok(read(state.step_at(model_res.0.model()?, token_id, position)?))
+    Ok(read(state.step_at(model, token_id, position)?))
 }
 
 /// Greedy: the argmax id of the logits after `Token` at `Pos`.
