@@ -100,7 +100,8 @@ pub fn tokenizer(data: &[u8]) {
     if mode % 2 == 0 {
         if let Ok(tok) = Tokenizer::from_bytes(rest, Path::new("tokenizer.json")) {
             exercise_tokenizer(&tok, "Hello world! 123 <s>\n\u{1F600}".as_bytes(), false);
-            exercise_tokenizer(&tok, rest, false);
+            // a slice of the document as text: the whole of a 60 kB document is slow to encode
+            exercise_tokenizer(&tok, &rest[..rest.len().min(256)], false);
         }
     } else {
         exercise_tokenizer(&fixture_tokenizers()[usize::from(mode / 2) % 2], rest, true);
