@@ -1,5 +1,8 @@
-// Shared device helpers, prepended by the loader to every kernel file (NVRTC gets no include
-// path: no CUDA headers are needed on the machine). Conversions are bit-exact and branch-free.
+// Shared device helpers, included by every kernel file. NVRTC gets no include path (no CUDA
+// headers are needed on the machine): the loader (backend/cuda/kernels.rs, and
+// scripts/check_kernels.py) expands `#include "common.cuh"` / `"params.cuh"` itself, once each.
+// Conversions are bit-exact and branch-free.
+#pragma once
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -7,7 +10,7 @@ typedef unsigned int u32;
 // +inf without <math.h> (NVRTC has no standard headers here).
 #define VIVA_INF __int_as_float(0x7f800000)
 
-// Weight element kinds (Rust: backend::cuda::weights::WeightKind).
+// Weight element kinds (Rust: backend::cuda::kernels::WeightKind).
 #define WT_FP8 0
 #define WT_BF16 1
 #define WT_F16 2
@@ -41,6 +44,14 @@ __device__ __forceinline__ float f16_to_f32(u32 bits16) {
 __device__ __forceinline__ u16 f32_to_bf16(float f) {
     u32 b = __float_as_uint(f);
     return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// f32 -> bf16 bits exactly as the host's `half::bf16::from_f32` (weights.rs): round to nearest
+// even, infinities kept, NaN kept quiet (bit 6 set). For weight conversion at load.
+__device__ __forceinline__ u16 f32_to_bf16_nan(float f) {
+    u32 b = __float_as_uint(f);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (u16)((b >> 16) | 0x40u);
+    return f32_to_bf16(f);
 }
 
 __device__ __forceinline__ u16 f32_to_f16(float f) {
@@ -104,5 +115,38 @@ __device__ __forceinline__ float weight_at(const u8* w, const float* scales, int
         return f16_to_f32(((const u16*)w)[(size_t)row * row_stride + col]);
     } else {
         return ((const float*)w)[(size_t)row * row_stride + col];
+    }
+}
+
+// cos/sin of RoPE's angle for position pos and inverse frequency f, as the CPU path: the angle
+// an f32 product, cos/sin in f64.
+__device__ __forceinline__ void rope_angle(int pos, float f, float& c, float& s) {
+    double ang = (double)((float)pos * f);
+    c = (float)cos(ang);
+    s = (float)sin(ang);
+}
+
+// The QKV epilogue for rows (r0, r0 + hd/2) of the fused [q; k; v] weight at position pos:
+// rotate-half RoPE on q and k with (c, s) of dim r0 % hd, then q -> q_out, k/v -> cache.
+// Shared by the decode GEMV (gemv.cu) and the prefill rows (prefill.cu).
+__device__ __forceinline__ void qkv_store(int r0, float a0, float a1, int pos, float c, float s, int hd, int q_dim,
+                                          int kv_dim, float* q_out, float* kc, float* vc) {
+    int half = hd >> 1;
+    if (r0 < q_dim + kv_dim) {
+        float x = a0, y = a1;
+        a0 = x * c - y * s;
+        a1 = y * c + x * s;
+    }
+    if (r0 < q_dim) {
+        q_out[r0] = a0;
+        q_out[r0 + half] = a1;
+    } else if (r0 < q_dim + kv_dim) {
+        size_t o = (size_t)pos * kv_dim + (r0 - q_dim);
+        kc[o] = a0;
+        kc[o + half] = a1;
+    } else {
+        size_t o = (size_t)pos * kv_dim + (r0 - q_dim - kv_dim);
+        vc[o] = a0;
+        vc[o + half] = a1;
     }
 }

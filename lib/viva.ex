@@ -27,6 +27,7 @@ defmodule Viva.Error do
   def describe(:empty_prompt), do: "empty prompt"
   def describe({:token_out_of_range, id, vocab}), do: "token id #{id} out of range (vocab #{vocab})"
   def describe({:no_tokenizer, path}), do: "no tokenizer found for #{path}"
+  def describe({:no_chat_template, path}), do: "no chat template for #{path}"
   def describe({:io_error, path, detail}), do: "I/O error on #{path}: #{detail}"
   def describe(:cuda_unavailable), do: "CUDA unavailable"
   def describe({:cuda_error, detail}), do: "CUDA error: #{detail}"
@@ -74,7 +75,7 @@ defmodule Viva do
   `{:shape_mismatch, name, expected, got}`, `{:unsupported_dtype, name, dtype}`,
   `{:invalid_option, key, value}`, `{:context_overflow, needed, max}`, `:invalid_utf8`,
   `:empty_prompt`, `{:token_out_of_range, id, vocab}`, `{:no_tokenizer, path}`,
-  `{:io_error, path, detail}`, `:cuda_unavailable`, `{:cuda_error, detail}`, `:out_of_memory`, `:cancelled`,
+  `{:no_chat_template, path}`, `{:io_error, path, detail}`, `:cuda_unavailable`, `{:cuda_error, detail}`, `:out_of_memory`, `:cancelled`,
   `{:internal, message}`; strings in them are binaries.
   """
 

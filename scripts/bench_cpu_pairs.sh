@@ -9,6 +9,8 @@
 # default: fp8 fp8-b64 on the random TinyLlama Q8_0 GGUF that bench_cpu_peer.sh writes.
 # Env: BENCH_PAIRS  rounds (default 5)
 #      BENCH_NO_APPEND=1  print the table without appending it to bench/results/cpu_vs_llamacpp.md
+#      BENCH_BASELINE_BIN  another cpu_peer (e.g. built at an earlier commit): each round also runs it,
+#                          right after ours, and the table adds its rows and the ratio ours/baseline
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -36,9 +38,15 @@ for r in $(seq 1 "$ROUNDS"); do
     fmt="${c%%:*}"; act=f32; [[ "$c" == *:* ]] && act="${c#*:}"
     echo "== round $r/$ROUNDS: ours $fmt, activations $act" >&2
     "$BIN" "$MODEL" "$fmt" --activations "$act" --runs 1 --ctx 64 --budget-s 10 > "$OUT/ours-$fmt-$act-$r.json"
+    if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+      echo "== round $r/$ROUNDS: baseline $fmt, activations $act" >&2
+      "$BENCH_BASELINE_BIN" "$MODEL" "$fmt" --activations "$act" --runs 1 --ctx 64 --budget-s 10 \
+        > "$OUT/base-$fmt-$act-$r.json"
+    fi
   done
 done
 cmd="BENCH_PAIRS=$ROUNDS bash scripts/bench_cpu_pairs.sh $(realpath --relative-to="$ROOT" "$MODEL") ${CONFIGS[*]}"
+[ -n "${BENCH_BASELINE_BIN:-}" ] && cmd="BENCH_BASELINE_BIN=$BENCH_BASELINE_BIN $cmd"
 append=(--append bench/results/cpu_vs_llamacpp.md)
 [ "${BENCH_NO_APPEND:-0}" = 1 ] && append=()
 python3 bench/peer/pairs_report.py "${append[@]}" --command "$cmd" --commit "$COMMIT" --dir "$OUT" --rounds "$ROUNDS" "${CONFIGS[@]}"

@@ -56,8 +56,10 @@
                 | empty_prompt
                 | {token_out_of_range, Id :: non_neg_integer(), Vocab :: non_neg_integer()}
                 | {no_tokenizer, binary()}
+                | {no_chat_template, binary()}
                 | {io_error, Path :: binary(), Detail :: binary()}
                 | cuda_unavailable
+                | {cuda_error, Detail :: binary()}
                 | out_of_memory
                 | cancelled
                 | {internal, binary()}.
@@ -181,6 +183,8 @@ generate(Model, Prompt) ->
 %% @doc Generate a continuation of `Prompt' (a UTF-8 binary, or a unicode string/iolist).
 %% The result holds the generated token ids, their text (a binary, special tokens
 %% skipped), the milliseconds per generated token, and the prompt + generated token count.
+%% The work follows its caller: if the calling process dies (a supervisor shutdown, a killed
+%% `gen_server:call' client), generation stops within one decode step and frees its KV cache.
 -spec generate(model(), unicode:chardata(), generate_opts()) -> {ok, result()} | {error, reason()}.
 generate(Model, Prompt, Opts) ->
     maybe_call([fun() -> validate(Opts, generate_options()) end,
@@ -195,6 +199,7 @@ generate(Model, Prompt, Opts) ->
 %% `Messages' is a list of `#{role => R, content => C}' maps (atom or binary keys; atoms,
 %% strings or binaries as values). A checkpoint without a template gives
 %% `{error, {no_chat_template, Path}}'; a malformed list `{error, {invalid_option, messages, M}}'.
+%% Like {@link generate/3}, it stops within one decode step when the caller dies.
 -spec chat(model(), [map()]) -> {ok, result()} | {error, reason()}.
 chat(Model, Messages) ->
     chat(Model, Messages, #{}).

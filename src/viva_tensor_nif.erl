@@ -14,7 +14,7 @@
 %% {@link viva_tensor_llm}, which owns option validation and defaults.
 -module(viva_tensor_nif).
 
--export([backend_info/0]).
+-export([backend_info/0, reason_tags/0]).
 -export([model_load/2, model_generate/3, model_chat/3, model_info/1,
          model_stream/4, stream_cancel/1, stream_active_count/0]).
 %% Low-level resources (viva_tensor_lowlevel validates and documents them).
@@ -52,7 +52,12 @@ model_load(_Path, _Opts) -> not_loaded().
 -spec model_generate(reference(), binary(), map()) -> {ok, map()} | {error, term()}.
 model_generate(_Model, _Prompt, _Opts) -> not_loaded().
 
-%% @doc The model's configuration as a map.
+%% @doc `[{Tag, Arity}]' of every Reason the NIF can return, one per engine error variant
+%% (Arity 0: a bare atom); test/viva_tensor_reasons_tests.erl checks the mirrors against it.
+-spec reason_tags() -> [{atom(), non_neg_integer()}].
+reason_tags() -> not_loaded().
+
+%% @doc What the machine offers (see viva_tensor_llm:backend_info/0).
 -spec backend_info() -> {ok, map()} | {error, term()}.
 backend_info() -> not_loaded().
 

@@ -3,7 +3,7 @@
 -module(viva_tensor_test_support).
 
 -export([fixtures_dir/0, fixture/1, fixture_names/0, expected/1, greedy_opts/0,
-         tmp_dir/0, rm_rf/1, copy_fixture/2, break/2, long_prompt/1]).
+         tmp_dir/0, rm_rf/1, copy_fixture/2, break/2, long_prompt/1, set_config/3]).
 
 %% @doc `$VIVA_FIXTURES', default `test/fixtures' (relative to the repo root), absolute.
 -spec fixtures_dir() -> file:filename().
@@ -103,6 +103,19 @@ damage(bad_index_json, Dir) ->
     ok = file:write_file(filename:join(Dir, "model.safetensors.index.json"), <<"{\"weight_map\": ">>);
 damage(no_tokenizer, Dir) ->
     ok = file:delete(filename:join(Dir, "tokenizer.json")).
+
+%% @doc Sets config.json's top-level integer `Key' (a binary) to `Value' in the checkpoint
+%% folder `Dir' (a key the file lacks is added).
+-spec set_config(file:filename(), binary(), integer()) -> ok.
+set_config(Dir, Key, Value) when is_binary(Key), is_integer(Value) ->
+    edit(filename:join(Dir, "config.json"),
+         fun(B) ->
+                 Line = ["\"", Key, "\": ", integer_to_list(Value)],
+                 case re:run(B, ["\"", Key, "\"\\s*:\\s*-?[0-9]+"]) of
+                     {match, _} -> re:replace(B, ["\"", Key, "\"\\s*:\\s*-?[0-9]+"], Line, [{return, binary}]);
+                     nomatch -> re:replace(B, "^\\s*\\{", ["{", Line, ","], [{return, binary}])
+                 end
+         end).
 
 edit(File, Fun) ->
     {ok, B} = file:read_file(File),

@@ -185,6 +185,15 @@ defmodule VivaTest do
       assert_still_works(ctx)
     end
 
+    test "Viva.Error.describe/1 has a sentence for every Reason the NIF can return" do
+      for {tag, arity} <- :viva_tensor_nif.reason_tags() do
+        reason = if arity == 0, do: tag, else: List.to_tuple([tag | List.duplicate("x", arity)])
+        text = Viva.Error.describe(reason)
+        assert text != inspect(reason), "no describe/1 clause for #{inspect(reason)}"
+        assert is_binary(text)
+      end
+    end
+
     test "invalid UTF-8 prompt", ctx do
       assert Viva.generate(ctx.models["tiny_gqa"], <<255, 254>>) == {:error, :invalid_utf8}
       assert_still_works(ctx)

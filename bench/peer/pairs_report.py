@@ -4,7 +4,9 @@ decode, pp32 and pp512 taken within each round (llama.cpp and ours run back to b
 median over the rounds with its range, and each side's median tok/s.
 
   python3 bench/peer/pairs_report.py --dir OUT --rounds N [--append FILE --command CMD --commit C] CONFIG...
-OUT holds theirs-R.json and ours-FORMAT-ACTIVATIONS-R.json for R = 1..N (CONFIG = FORMAT[:ACTIVATIONS]).
+OUT holds theirs-R.json and ours-FORMAT-ACTIVATIONS-R.json for R = 1..N (CONFIG = FORMAT[:ACTIVATIONS]),
+and base-FORMAT-ACTIVATIONS-R.json when a baseline binary ran too (BENCH_BASELINE_BIN): then a row for the
+baseline against llama.cpp and a row for ours against the baseline, both within each round.
 """
 import argparse
 import datetime
@@ -50,6 +52,12 @@ def main():
         weights = next((o.get("weights") for o in ours if o), fmt)
         cells = [cell([o.get(k) for o in ours], [t.get(k) for t in theirs]) for k, _ in COLS]
         lines.append(f"| {model} | {weights}, activations {act} | " + " | ".join(cells) + " |")
+        base = [load(os.path.join(args.dir, f"base-{fmt}-{act}-{r}.json")) for r in rounds]
+        if any(base):
+            cells = [cell([b.get(k) for b in base], [t.get(k) for t in theirs]) for k, _ in COLS]
+            lines.append(f"| {model} | baseline {weights}, activations {act} | " + " | ".join(cells) + " |")
+            cells = [cell([o.get(k) for o in ours], [b.get(k) for b in base]) for k, _ in COLS]
+            lines.append(f"| {model} | ours / baseline, {weights}, activations {act} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.append:

@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          |---|---|---|---|---|---|---|---|\n\
          | {} | {:?} | {}×{} | {:.1} | {} | {:.1} | {:.3} | {:.1} |\n",
         ckpt.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
-        llm.model.format,
+        llm.model()?.format,
         c.num_hidden_layers, c.hidden_size, load_ms, prompt_tokens, pf, ms, 1e3 / ms
     );
     print!("{table}");

@@ -121,12 +121,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut scratch = Scratch::new(cfg, max_seq);
         let mut sampler = Sampler::new(0.0, None, 1.0, 0);
         let start = ids(ctx + 1)[ctx];
-        llm.model.forward(start, ctx, &mut kv, &mut scratch)?; // the first token, untimed as in generate
+        llm.model()?.forward(start, ctx, &mut kv, &mut scratch)?; // the first token, untimed as in generate
         repeat(runs, budget_s, || {
             let mut id = sampler.sample(&scratch.logits);
             let t = Instant::now();
             for pos in ctx + 1..=ctx + CTX_STEPS {
-                id = sampler.sample(llm.model.forward(id, pos, &mut kv, &mut scratch)?);
+                id = sampler.sample(llm.model()?.forward(id, pos, &mut kv, &mut scratch)?);
             }
             Ok(CTX_STEPS as f64 / t.elapsed().as_secs_f64())
         })?

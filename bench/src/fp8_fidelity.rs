@@ -11,8 +11,8 @@ use std::process::Command;
 
 use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
 use viva_core::quant::fp8::Blocking;
-use viva_core::sampling::{argmax, Sampler};
-use viva_core::session::Session;
+use viva_core::sampling::argmax;
+use viva_core::session::DecodeState;
 use viva_core::weights::WeightFormat;
 
 const STEPS: usize = 32;
@@ -28,10 +28,12 @@ fn load(path: &Path, weights: WeightFormat) -> Result<Llm, viva_core::Error> {
 
 /// Logits after each prefix `ids[..prompt_len + i]`, i in 0..=steps (teacher forcing).
 fn logits_along(llm: &Llm, ids: &[u32], prompt_len: usize) -> Result<Vec<Vec<f32>>, viva_core::Error> {
-    let mut s = Session::new(&llm.model, ids.len() + 1, Sampler::new(0.0, None, 1.0, 0));
-    let mut out = vec![s.prefill(&ids[..prompt_len])?.to_vec()];
+    let model = llm.model()?;
+    let mut s = DecodeState::new(model, ids.len() + 1);
+    let mut out = vec![s.prefill(model, &ids[..prompt_len])?.to_vec()];
     for &id in &ids[prompt_len..] {
-        out.push(s.step(id)?.to_vec());
+        let pos = s.filled();
+        out.push(s.step_at(model, id, pos)?.to_vec());
     }
     Ok(out)
 }
@@ -93,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             table += &format!(
                 "| {name} | {label} | {} | {agree}/{} | {mean_kl:.2e} | {first} |\n",
-                llm.model.bytes_per_token(),
+                llm.model()?.bytes_per_token(),
                 want.len()
             );
         }

@@ -18,6 +18,13 @@ const NEW_TOKENS: usize = 128;
 const PREFILL_TOKENS: usize = 512;
 const RUNS: usize = 3;
 
+/// This process's resident host memory in MB (VmRSS), 0 where /proc is missing.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -49,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Instant::now();
             let llm = Llm::load(&dir, &LoadOptions { device: Device::Cuda, weights, ..Default::default() })?;
             let load_s = t.elapsed().as_secs_f64();
+            let rss = rss_mb(); // what the loaded model holds on the host
             let cm = llm.cuda.as_ref().ok_or("not on cuda")?;
             let bytes = cm.bytes_per_token();
             let vocab = llm.config.vocab_size as u32;
@@ -83,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("{same}/{n}")
             });
             rows.push(format!(
-                "| {name} | {label} | {:.3} | {:.0} | {:.1} | {:.3} | {:.0}% | {:.0} | {:.2} | {} |",
+                "| {name} | {label} | {:.3} | {:.0} | {:.1} | {:.3} | {:.0}% | {:.0} | {:.2} | {rss:.0} | {} |",
                 ms,
                 1e3 / ms,
                 bytes as f64 / 1e6,
@@ -94,13 +102,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 agree.clone().unwrap_or("-".into())
             ));
             json.push(serde_json::json!({"model": name, "weights": label, "ms_per_token": ms, "bytes_per_token": bytes,
-                "roofline_ms": roof_ms, "prefill_tok_s": pf, "load_s": load_s, "hf_greedy_prefix": agree, "tokens": tokens}));
+                "roofline_ms": roof_ms, "prefill_tok_s": pf, "load_s": load_s, "rss_mb_after_load": rss, "hf_greedy_prefix": agree, "tokens": tokens}));
             eprintln!("{}", rows.last().unwrap());
         }
     }
     println!("device: {} (cc {:?}, {} SMs); copy bandwidth {:.0} GB/s", info.gpu_name.unwrap_or_default(), info.compute_capability.unwrap_or_default(), info.sm_count.unwrap_or(0), bw / 1e9);
-    println!("| model | weights | ms/token | tok/s | MB read/token | roofline ms | % of roofline | prefill 512 tok/s | load s | HF fp32 greedy prefix |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| model | weights | ms/token | tok/s | MB read/token | roofline ms | % of roofline | prefill 512 tok/s | load s | host RSS MB after load | HF fp32 greedy prefix |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }

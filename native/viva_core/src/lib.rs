@@ -11,6 +11,7 @@ pub mod error;
 pub mod gemm;
 pub mod gguf;
 pub mod kv_cache;
+pub mod llama_tensors;
 pub mod llm;
 pub mod model;
 pub mod ops;

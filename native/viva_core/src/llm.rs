@@ -1,7 +1,9 @@
 //! The engine's facade: load a checkpoint + tokenizer, generate text. The NIF calls only this.
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use crate::backend::{Backend, Engine};
 use crate::chat::{ChatTemplate, Message};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -9,7 +11,6 @@ use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
-use crate::session::Session;
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::weights::{Activations, WeightFormat};
 
@@ -106,63 +107,43 @@ pub struct LoadProgress {
 
 pub struct Llm {
     pub config: ModelConfig,
-    pub model: Model,
+    /// The CPU model: built at load on the CPU; on the GPU only if the low-level CPU API asks
+    /// for it (`model()`), so a GPU load holds no host copy of the weights.
+    host: OnceLock<Model>,
+    /// GPU loads: how to build `host` (reopens the checkpoint), and a lock so it is built once.
+    host_source: Option<HostSource>,
+    host_lock: Mutex<()>,
     pub tokenizer: Tokenizer,
     /// tokenizer_config.json's or the GGUF's `chat_template`, when the checkpoint has one.
     pub chat_template: Option<ChatTemplate>,
-    /// The weights on the GPU when the load resolved to CUDA (generation then runs there; the
-    /// host copy in `model` serves the low-level CPU API).
+    /// The weights on the GPU when the load resolved to CUDA (generation then runs there).
     #[cfg(feature = "cuda")]
     pub cuda: Option<crate::backend::cuda::model::CudaModel>,
 }
 
-/// One generation on the model's backend: same prefill / step / sample on both.
-enum Run<'a> {
-    Cpu(Session<'a>),
-    #[cfg(feature = "cuda")]
-    Cuda(crate::backend::cuda::session::CudaSession<'a>, Sampler),
+/// What a GPU-loaded model needs to build its host copy later: the checkpoint's path and the
+/// load's resolved config and formats.
+struct HostSource {
+    path: PathBuf,
+    format: WeightFormat,
+    activations: Activations,
 }
 
-impl Run<'_> {
-    fn prefill(&mut self, ids: &[u32]) -> Result<()> {
-        match self {
-            Run::Cpu(s) => s.prefill(ids).map(|_| ()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.prefill(ids),
-        }
-    }
-
-    fn step(&mut self, id: u32) -> Result<()> {
-        match self {
-            Run::Cpu(s) => s.step(id).map(|_| ()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.step(id),
-        }
-    }
-
-    fn sample(&mut self) -> Result<u32> {
-        match self {
-            Run::Cpu(s) => Ok(s.sample()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, sampler) => {
-                if sampler.is_greedy() || sampler.top_k() == 1 {
-                    return s.argmax();
-                }
-                let cand = s.top_k(sampler.top_k())?;
-                match sampler.sample_candidates(&cand) {
-                    Some(id) => Ok(id),
-                    None => s.argmax(), // every logit NaN, as the CPU sampler
-                }
-            }
-        }
-    }
-
-    fn logits(&mut self) -> Result<Vec<f32>> {
-        match self {
-            Run::Cpu(s) => Ok(s.logits().to_vec()),
-            #[cfg(feature = "cuda")]
-            Run::Cuda(s, _) => s.logits(),
-        }
+/// The checkpoint at `path` (safetensors file / index / folder, or a GGUF), its config, and the
+/// GGUF's tokenizer and the chat template when present.
+fn open_checkpoint(path: &Path) -> Result<(Checkpoint, ModelConfig, Option<String>, Option<ChatTemplate>)> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        // GGUF: weights, config, tokenizer and chat template all come from the one file
+        let g = Gguf::open(path)?;
+        let config = g.llama_config()?;
+        let chat = crate::gguf::tokenizer::chat_template(&g);
+        Ok((g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat))
+    } else {
+        let ckpt = Checkpoint::open(path)?;
+        let config = ModelConfig::for_checkpoint(&ckpt)?;
+        let tc = ckpt.dir.join("tokenizer_config.json");
+        let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
+        Ok((ckpt, config, None, chat))
     }
 }
 
@@ -184,19 +165,7 @@ impl Llm {
             }
             Device::Auto => crate::backend::info().cuda_available,
         };
-        let (ckpt, mut config, gguf_tokenizer, chat_template) = if path.extension().is_some_and(|e| e == "gguf") {
-            // GGUF: weights, config, tokenizer and chat template all come from the one file
-            let g = Gguf::open(path)?;
-            let config = g.llama_config()?;
-            let chat = crate::gguf::tokenizer::chat_template(&g);
-            (g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat)
-        } else {
-            let ckpt = Checkpoint::open(path)?;
-            let config = ModelConfig::for_checkpoint(&ckpt)?;
-            let tc = ckpt.dir.join("tokenizer_config.json");
-            let chat = if tc.is_file() { ChatTemplate::from_tokenizer_config(&tc)? } else { None };
-            (ckpt, config, None, chat)
-        };
+        let (ckpt, mut config, gguf_tokenizer, chat_template) = open_checkpoint(path)?;
         for (i, f) in ckpt.files.iter().enumerate() {
             progress(LoadProgress { stage: "file", done: i + 1, total: ckpt.files.len(), detail: f.display().to_string() });
         }
@@ -219,34 +188,64 @@ impl Llm {
         }
         progress(LoadProgress { stage: "tokenizer", done: 1, total: 1, detail: tokenizer.path().display().to_string() });
         let total = config.num_hidden_layers;
-        // fp8 on the GPU: the host keeps the checkpoint's own bytes (mmap) and the device packs them
-        let host_format = match opts.weights {
-            WeightFormat::Fp8(_) if use_cuda => WeightFormat::Native,
-            w => w,
-        };
-        let mut model = Model::new(&ckpt, config.clone(), host_format, &mut |l| {
-            progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") })
-        })?;
-        model.activations = opts.activations;
+        let mut on_layer = |l: usize| progress(LoadProgress { stage: "layer", done: l + 1, total, detail: format!("model.layers.{l}") });
+        let host = OnceLock::new();
+        let mut host_source = None;
         #[cfg(feature = "cuda")]
-        let cuda = if use_cuda {
-            let m = crate::backend::cuda::model::CudaModel::upload(&model, opts.weights)?;
-            progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
-            Some(m)
+        let mut cuda = None;
+        if use_cuda {
+            #[cfg(feature = "cuda")]
+            {
+                let m = crate::backend::cuda::model::CudaModel::from_checkpoint(&ckpt, &config, opts.weights, &mut on_layer)?;
+                progress(LoadProgress { stage: "device", done: 1, total: 1, detail: m.gpu.name.clone() });
+                cuda = Some(m);
+            }
+            // the low-level CPU API's model, if ever asked for: the load's own format, so its
+            // decode steps use the weights the GPU uses (fp8 packing is bit-identical on both)
+            host_source = Some(HostSource { path: path.to_path_buf(), format: opts.weights, activations: opts.activations });
         } else {
-            None
-        };
-        #[cfg(not(feature = "cuda"))]
-        let _ = use_cuda;
+            let mut model = Model::new(&ckpt, config.clone(), opts.weights, &mut on_layer)?;
+            model.activations = opts.activations;
+            let _ = host.set(model);
+        }
+        drop(ckpt);
         progress(LoadProgress { stage: "ready", done: 1, total: 1, detail: format!("{:?} weights", opts.weights) });
         Ok(Llm {
             config,
-            model,
+            host,
+            host_source,
+            host_lock: Mutex::new(()),
             tokenizer,
             chat_template,
             #[cfg(feature = "cuda")]
             cuda,
         })
+    }
+
+    /// The CPU model (the low-level API's decode steps, CPU generation). On a GPU-loaded model
+    /// the first call builds it from the checkpoint in the load's format and keeps it.
+    pub fn model(&self) -> Result<&Model> {
+        if let Some(m) = self.host.get() {
+            return Ok(m);
+        }
+        let _guard = self.host_lock.lock().map_err(|_| Error::Internal("host model lock poisoned".into()))?;
+        if let Some(m) = self.host.get() {
+            return Ok(m);
+        }
+        let src = self.host_source.as_ref().ok_or_else(|| Error::Internal("no host model and no source".into()))?;
+        let (ckpt, _, _, _) = open_checkpoint(&src.path)?;
+        let mut model = Model::new(&ckpt, self.config.clone(), src.format, &mut |_| {})?;
+        model.activations = src.activations;
+        Ok(self.host.get_or_init(|| model))
+    }
+
+    /// The backend this model's generations run on: the GPU copy when the load resolved to CUDA.
+    pub fn engine(&self) -> Result<Engine<'_>> {
+        #[cfg(feature = "cuda")]
+        if let Some(m) = &self.cuda {
+            return Ok(Engine::Cuda(m));
+        }
+        Ok(Engine::Cpu(self.model()?))
     }
 
     /// "cuda" or "cpu": where this model's generations run.
@@ -256,14 +255,6 @@ impl Llm {
             return "cuda";
         }
         "cpu"
-    }
-
-    fn run(&self, max_seq: usize, sampler: Sampler) -> Result<Run<'_>> {
-        #[cfg(feature = "cuda")]
-        if let Some(m) = &self.cuda {
-            return Ok(Run::Cuda(crate::backend::cuda::session::CudaSession::new(m, max_seq)?, sampler));
-        }
-        Ok(Run::Cpu(Session::new(&self.model, max_seq, sampler)))
     }
 
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<GenerateResult> {
@@ -286,18 +277,19 @@ impl Llm {
     ) -> Result<GenerateResult> {
         opts.validate()?;
         let needed = self.check_prompt(prompt_ids, opts.max_new_tokens)?;
-        let sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
-        let mut session = self.run(needed, sampler)?;
+        let mut sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
+        let engine = self.engine()?;
+        let mut seq = engine.new_seq(needed)?;
         let mut detok = Detokenizer::new();
 
         let t0 = Instant::now();
-        session.prefill(prompt_ids)?;
+        engine.prefill(&mut seq, prompt_ids)?;
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut tokens = Vec::with_capacity(opts.max_new_tokens);
         // instants the first and the latest token were sampled (ms_per_token)
         let (mut first_at, mut last_at) = (None, None);
         for i in 0..opts.max_new_tokens {
-            let id = session.sample()?;
+            let id = engine.sample(&mut seq, &mut sampler)?;
             let now = Instant::now();
             first_at.get_or_insert(now);
             last_at = Some(now);
@@ -308,7 +300,7 @@ impl Llm {
                 break;
             }
             if i + 1 < opts.max_new_tokens {
-                session.step(id)?;
+                engine.step(&mut [(&mut seq, id)])?;
             }
         }
         let tail = detok.finish(&self.tokenizer)?;
@@ -334,18 +326,29 @@ impl Llm {
     /// from; the rendered text carries its own BOS, so it is encoded without special tokens
     /// (as HF's apply_chat_template does).
     pub fn chat(&self, messages: &[Message], opts: &GenerateOptions) -> Result<GenerateResult> {
+        self.chat_with(messages, opts, |_| Ok(()))
+    }
+
+    /// `chat` with `generate_with`'s per-token callback.
+    pub fn chat_with(
+        &self,
+        messages: &[Message],
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str) -> Result<()>,
+    ) -> Result<GenerateResult> {
         let template = self.chat_template.as_ref().ok_or_else(|| Error::NoChatTemplate(self.tokenizer.path().display().to_string()))?;
         let prompt = template.render(messages, true)?;
         let ids = self.tokenizer.encode(&prompt, false)?;
-        self.generate_ids(&ids, opts)
+        self.generate_with(&ids, opts, on_text)
     }
 
     /// Logits after the last of `ids` (tests and fixtures).
     pub fn last_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let needed = self.check_prompt(ids, 0)?;
-        let mut session = self.run(needed, Sampler::new(0.0, None, 1.0, 0))?;
-        session.prefill(ids)?;
-        session.logits()
+        let engine = self.engine()?;
+        let mut seq = engine.new_seq(needed)?;
+        engine.prefill(&mut seq, ids)?;
+        engine.logits(&mut seq)
     }
 
     /// Validates a prompt; returns the positions the generation needs.

@@ -4,8 +4,10 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gemm::{linear_batch, GemmBuf};
 use crate::kv_cache::{put_row, KvCache};
+use crate::llama_tensors::LlamaTensors;
 use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
+use crate::tensor::TensorView;
 use crate::weights::{Activations, Embedding, Linear, WeightFormat};
 
 pub struct Layer {
@@ -96,46 +98,28 @@ impl BatchScratch {
     }
 }
 
-fn norm_weight(ckpt: &Checkpoint, name: &str, n: usize) -> Result<Vec<f32>> {
-    Ok(ckpt.get_shaped(name, &[n])?.to_f32_vec())
-}
-
 impl Model {
     /// Binds every tensor the config implies, checking its shape. `config.num_hidden_layers`
     /// may be lower than the checkpoint's (the `num_layers` load option): only those blocks load.
     /// `on_layer(i)` runs after block i is bound and packed (load progress).
     pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat, on_layer: &mut dyn FnMut(usize)) -> Result<Self> {
-        let (h, q, kv, inter, vocab) =
-            (config.hidden_size, config.q_dim(), config.kv_dim(), config.intermediate_size, config.vocab_size);
-        let embed_t = ckpt.get_shaped("model.embed_tokens.weight", &[vocab, h])?;
+        let t = LlamaTensors { ckpt, config: &config };
+        let embed_t = t.embed()?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        let fuse = |parts: &[TensorView]| Linear::fuse(&parts.iter().collect::<Vec<_>>(), format);
         for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let w = |name: &str, shape: &[usize]| ckpt.get_shaped(&format!("{p}.{name}"), shape);
             layers.push(Layer {
-                attn_norm: norm_weight(ckpt, &format!("{p}.input_layernorm.weight"), h)?,
-                qkv: Linear::fuse(
-                    &[
-                        &w("self_attn.q_proj.weight", &[q, h])?,
-                        &w("self_attn.k_proj.weight", &[kv, h])?,
-                        &w("self_attn.v_proj.weight", &[kv, h])?,
-                    ],
-                    format,
-                )?,
-                wo: Linear::fuse(&[&w("self_attn.o_proj.weight", &[h, q])?], format)?,
-                mlp_norm: norm_weight(ckpt, &format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate_up: Linear::fuse(&[&w("mlp.gate_proj.weight", &[inter, h])?, &w("mlp.up_proj.weight", &[inter, h])?], format)?,
-                down: Linear::fuse(&[&w("mlp.down_proj.weight", &[h, inter])?], format)?,
+                attn_norm: t.attn_norm(i)?,
+                qkv: fuse(&t.qkv(i)?)?,
+                wo: fuse(&[t.o(i)?])?,
+                mlp_norm: t.mlp_norm(i)?,
+                gate_up: fuse(&t.gate_up(i)?)?,
+                down: fuse(&[t.down(i)?])?,
             });
             on_layer(i);
         }
-        let norm = norm_weight(ckpt, "model.norm.weight", h)?;
-        let head_t = if config.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
-            embed_t.clone()
-        } else {
-            ckpt.get_shaped("lm_head.weight", &[vocab, h])?
-        };
-        let lm_head = Linear::fuse(&[&head_t], format)?;
+        let norm = t.final_norm()?;
+        let lm_head = fuse(&[t.lm_head(&embed_t)?])?;
         let embed = Embedding::new(&embed_t, format);
         let inv_freq = ops::rope_inv_freq(&config);
         Ok(Model { config, format, activations: Activations::F32, embed, layers, norm, lm_head, inv_freq })

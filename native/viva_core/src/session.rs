@@ -1,12 +1,10 @@
 //! Decoding state. `DecodeState` is one sequence's KV cache + scratch + filled length: the
-//! piece both the high-level `Session` (one generation) and the low-level decode_step NIFs
-//! step, so the two paths run the same code and give the same tokens.
+//! CPU backend's sequence (backend/cpu), also stepped by the low-level decode_step NIFs, so
+//! the two paths run the same code and give the same tokens.
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::model::{BatchScratch, Model, Scratch};
-use crate::sampling::Sampler;
-use crate::tokenizer::{Detokenizer, Tokenizer};
 
 pub struct DecodeState {
     /// The config the buffers were sized for; stepping with another model's weights is refused.
@@ -83,47 +81,3 @@ impl DecodeState {
 /// Prompt positions per batched forward: large enough that each weight band is expanded once
 /// for many tokens, small enough to bound the pass's buffers (~40 MB for a 1B model).
 pub const PREFILL_ROWS: usize = 256;
-
-/// One generation: decode state + sampler + detokenizer, on a shared model.
-pub struct Session<'m> {
-    model: &'m Model,
-    state: DecodeState,
-    pub sampler: Sampler,
-    pub detok: Detokenizer,
-}
-
-impl<'m> Session<'m> {
-    /// `max_seq`: positions this session may fill (prompt + new tokens).
-    pub fn new(model: &'m Model, max_seq: usize, sampler: Sampler) -> Self {
-        Session { model, state: DecodeState::new(model, max_seq), sampler, detok: Detokenizer::new() }
-    }
-
-    /// Feeds the prompt as batched GEMMs; returns the logits after its last token.
-    pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32]> {
-        self.state.prefill(self.model, ids)
-    }
-
-    /// Feeds one token at the next position; returns the next-token logits.
-    pub fn step(&mut self, id: u32) -> Result<&[f32]> {
-        let pos = self.state.filled();
-        self.state.step_at(self.model, id, pos)
-    }
-
-    /// The logits after the last fed token (vocab).
-    pub fn logits(&self) -> &[f32] {
-        self.state.logits()
-    }
-
-    pub fn sample(&mut self) -> u32 {
-        self.sampler.sample(self.state.logits())
-    }
-
-    /// The text `id` completes, valid UTF-8 (possibly empty).
-    pub fn detokenize(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
-        self.detok.push(tok, id)
-    }
-
-    pub fn pos(&self) -> usize {
-        self.state.filled()
-    }
-}

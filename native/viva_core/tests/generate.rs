@@ -182,21 +182,21 @@ fn decode_state_loop_reproduces_generate() {
         let llm = Llm::load(&fixture("tiny_mha_sharded"), &LoadOptions { weights, ..Default::default() }).unwrap();
         let prompt = llm.tokenizer.encode("The quick brown fox", true).unwrap();
         let want = llm.generate_ids(&prompt, &greedy(12)).unwrap().tokens;
-        let mut st = DecodeState::new(&llm.model, 64);
+        let mut st = DecodeState::new(llm.model().unwrap(), 64);
         let mut next = 0;
         for (pos, &id) in prompt.iter().enumerate() {
-            next = argmax(st.step_at(&llm.model, id, pos).unwrap());
+            next = argmax(st.step_at(llm.model().unwrap(), id, pos).unwrap());
         }
         let mut got = vec![next];
         while got.len() < 12 {
             let pos = prompt.len() + got.len() - 1;
-            next = argmax(st.step_at(&llm.model, next, pos).unwrap());
+            next = argmax(st.step_at(llm.model().unwrap(), next, pos).unwrap());
             got.push(next);
         }
         assert_eq!(got, want, "{weights:?}");
         // stepping past the filled length is refused; rewinding is allowed
-        assert!(matches!(st.step_at(&llm.model, 1, st.filled() + 1), Err(Error::InvalidOption { .. })));
-        assert!(st.step_at(&llm.model, prompt[0], 0).is_ok());
+        assert!(matches!(st.step_at(llm.model().unwrap(), 1, st.filled() + 1), Err(Error::InvalidOption { .. })));
+        assert!(st.step_at(llm.model().unwrap(), prompt[0], 0).is_ok());
         assert_eq!(st.filled(), 1);
     }
 }

@@ -62,16 +62,16 @@ fn prefill_matches_token_by_token_in_every_format() {
             for (len, lead) in [(1usize, 0usize), (7, 3), (PREFILL_ROWS + 9, 0)] {
                 let (head, prompt) = (ids(lead, vocab, 1), ids(len, vocab, 2));
                 let max_seq = lead + len + 8;
-                let (mut a, mut b) = (DecodeState::new(&llm.model, max_seq), DecodeState::new(&llm.model, max_seq));
+                let (mut a, mut b) = (DecodeState::new(llm.model().unwrap(), max_seq), DecodeState::new(llm.model().unwrap(), max_seq));
                 for (p, &id) in head.iter().enumerate() {
-                    a.step_at(&llm.model, id, p).unwrap();
-                    b.step_at(&llm.model, id, p).unwrap();
+                    a.step_at(llm.model().unwrap(), id, p).unwrap();
+                    b.step_at(llm.model().unwrap(), id, p).unwrap();
                 }
-                let batched = a.prefill(&llm.model, &prompt).unwrap().to_vec();
+                let batched = a.prefill(llm.model().unwrap(), &prompt).unwrap().to_vec();
                 assert_eq!(a.filled(), lead + len);
                 let mut stepped = Vec::new();
                 for (i, &id) in prompt.iter().enumerate() {
-                    stepped = b.step_at(&llm.model, id, lead + i).unwrap().to_vec();
+                    stepped = b.step_at(llm.model().unwrap(), id, lead + i).unwrap().to_vec();
                 }
                 let spread = stepped.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let mut worst = 0f32;
@@ -85,7 +85,7 @@ fn prefill_matches_token_by_token_in_every_format() {
                 let mut same = 0;
                 for s in 0..5 {
                     let p = lead + len + s;
-                    let (na, nb) = (argmax(a.step_at(&llm.model, ta, p).unwrap()), argmax(b.step_at(&llm.model, tb, p).unwrap()));
+                    let (na, nb) = (argmax(a.step_at(llm.model().unwrap(), ta, p).unwrap()), argmax(b.step_at(llm.model().unwrap(), tb, p).unwrap()));
                     if ta == tb {
                         same += 1;
                     }
@@ -111,15 +111,15 @@ fn prefill_matches_token_by_token_in_every_format() {
 fn prefill_rejects_bad_input_and_keeps_the_state() {
     let llm = load("tiny_gqa", WeightFormat::default());
     let vocab = llm.config.vocab_size as u32;
-    let mut st = DecodeState::new(&llm.model, 16);
-    st.prefill(&llm.model, &[5, 6]).unwrap();
-    let err = st.prefill(&llm.model, &[7, vocab, 8]).unwrap_err();
+    let mut st = DecodeState::new(llm.model().unwrap(), 16);
+    st.prefill(llm.model().unwrap(), &[5, 6]).unwrap();
+    let err = st.prefill(llm.model().unwrap(), &[7, vocab, 8]).unwrap_err();
     assert!(matches!(err, Error::TokenOutOfRange { id, .. } if id == vocab), "{err:?}");
     assert_eq!(st.filled(), 2);
-    let err = st.prefill(&llm.model, &ids(15, vocab as usize, 3)).unwrap_err();
+    let err = st.prefill(llm.model().unwrap(), &ids(15, vocab as usize, 3)).unwrap_err();
     assert!(matches!(err, Error::ContextOverflow { needed: 17, max: 16 }), "{err:?}");
     assert_eq!(st.filled(), 2);
-    let after = st.prefill(&llm.model, &[7, 8]).unwrap().to_vec();
-    let mut fresh = DecodeState::new(&llm.model, 16);
-    assert_eq!(fresh.prefill(&llm.model, &[5, 6, 7, 8]).unwrap(), &after[..]);
+    let after = st.prefill(llm.model().unwrap(), &[7, 8]).unwrap().to_vec();
+    let mut fresh = DecodeState::new(llm.model().unwrap(), 16);
+    assert_eq!(fresh.prefill(llm.model().unwrap(), &[5, 6, 7, 8]).unwrap(), &after[..]);
 }

@@ -1,71 +1,19 @@
 //! Safetensors and conversion NIFs behind `viva_tensor_safetensors_ffi`: a checkpoint's header,
 //! one tensor as bf16, bf16 → f32 and a cache-tiled f32 transpose (viva_core::convert does the
-//! work). Results are written straight into the BEAM binary they return. Also the small
-//! argument helpers nif_tokenizer.rs shares.
-use std::ffi::OsStr;
-use std::mem::MaybeUninit;
+//! work). Results are written straight into the BEAM binary they return.
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
-use rustler::{Atom, Binary, Encoder, Env, OwnedBinary, Term};
+use rustler::{Encoder, Env, OwnedBinary, Term};
 use viva_core::convert::{self, HeaderEntry};
 use viva_core::safetensors::Checkpoint;
 use viva_core::Error;
 
-use crate::nif_model::guarded;
-use crate::reason::{self, error_tuple, invalid_option_error};
+use crate::args::{self, alloc_binary, binary, check_bytes, decode, dim_of, ok, run};
+use crate::reason::Fail;
 
 rustler::atoms! { path, name, bin, rows, cols, dtype, shape, data_offsets, offset, size, file, data_start }
 
-/// Early return of an error term from an argument decoder.
-pub(crate) type Arg<'a, T> = Result<T, Term<'a>>;
-
-/// Runs a body whose early exits are error terms, under the panic guard.
-pub(crate) fn run<'a>(env: Env<'a>, body: impl FnOnce() -> Arg<'a, Term<'a>>) -> Term<'a> {
-    guarded(env, || body().unwrap_or_else(|e| e))
-}
-
-/// `{error, {invalid_option, Key, Term}}` with the caller's own term.
-pub(crate) fn bad<'a>(env: Env<'a>, key: Atom, t: Term<'a>) -> Term<'a> {
-    invalid_option_error(env, key.encode(env), t)
-}
-
-pub(crate) fn engine<'a, T>(env: Env<'a>, r: viva_core::Result<T>) -> Arg<'a, T> {
-    r.map_err(|e| error_tuple(env, &e))
-}
-
-/// A non-empty binary of path bytes (no UTF-8 requirement: file names are bytes on Unix).
-pub(crate) fn path_arg<'a>(env: Env<'a>, t: Term<'a>, key: Atom) -> Arg<'a, PathBuf> {
-    match Binary::from_term(t) {
-        Ok(b) if !b.is_empty() => Ok(PathBuf::from(OsStr::from_bytes(b.as_slice()))),
-        _ => Err(bad(env, key, t)),
-    }
-}
-
-pub(crate) fn ok<'a>(env: Env<'a>, t: impl Encoder) -> Term<'a> {
-    (reason::ok(), t).encode(env)
-}
-
-/// A positive integer that fits usize.
-fn dim_arg<'a>(env: Env<'a>, t: Term<'a>, key: Atom) -> Arg<'a, usize> {
-    t.decode::<u64>().ok().and_then(|v| usize::try_from(v).ok()).filter(|&v| v > 0).ok_or_else(|| bad(env, key, t))
-}
-
-/// An uninitialised binary of `size` bytes, or `{error, out_of_memory}`: `OwnedBinary::new`
-/// aborts the VM when the allocator refuses, and a caller's sizes can be anything.
-fn alloc_binary<'a>(env: Env<'a>, size: usize) -> Arg<'a, OwnedBinary> {
-    let mut raw = MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
-    // SAFETY: enif_alloc_binary initialises `raw` exactly when it returns non-zero; the
-    // OwnedBinary then owns that binary and releases it when dropped or released to the VM.
-    unsafe {
-        if rustler::sys::enif_alloc_binary(size, raw.as_mut_ptr()) == 0 {
-            return Err(error_tuple(env, &Error::OutOfMemory));
-        }
-        Ok(OwnedBinary::from_raw(raw.assume_init()))
-    }
-}
-
-fn header_map<'a>(env: Env<'a>, e: &HeaderEntry) -> Arg<'a, Term<'a>> {
+fn header_map<'a>(env: Env<'a>, e: &HeaderEntry) -> Result<Term<'a>, Fail<'a>> {
     let mut pairs = vec![
         (dtype().encode(env), e.dtype.encode(env)),
         (file().encode(env), bytes_term(env, e.file.as_os_str().as_bytes())),
@@ -80,7 +28,7 @@ fn header_map<'a>(env: Env<'a>, e: &HeaderEntry) -> Arg<'a, Term<'a>> {
             (size().encode(env), (end - begin).encode(env)),
         ]);
     }
-    Term::map_from_pairs(env, &pairs).map_err(|_| bad(env, name(), e.name.encode(env)))
+    Term::map_from_pairs(env, &pairs).map_err(|_| Error::Internal(format!("header map of {}", e.name)).into())
 }
 
 /// Small bytes (a path) as an Erlang binary; a `&[u8]` would encode as a list.
@@ -96,13 +44,14 @@ fn bytes_term<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn safetensors_open_header<'a>(env: Env<'a>, p: Term<'a>) -> Term<'a> {
     run(env, || {
-        let entries = engine(env, convert::header_entries(&path_arg(env, p, path())?))?;
+        let file = args::path(p, path())?;
+        let entries = convert::header_entries(&file)?;
         let mut pairs = Vec::with_capacity(entries.len());
         for e in &entries {
             pairs.push((e.name.encode(env), header_map(env, e)?));
         }
-        let map = Term::map_from_pairs(env, &pairs).map_err(|_| bad(env, path(), p))?;
-        Ok(ok(env, map))
+        let map = Term::map_from_pairs(env, &pairs).map_err(|_| Error::bad_format(&file, "a tensor name appears twice"))?;
+        ok(env, map)
     })
 }
 
@@ -111,12 +60,12 @@ fn safetensors_open_header<'a>(env: Env<'a>, p: Term<'a>) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn safetensors_read_tensor_bf16<'a>(env: Env<'a>, p: Term<'a>, n: Term<'a>) -> Term<'a> {
     run(env, || {
-        let ckpt = engine(env, Checkpoint::open(&path_arg(env, p, path())?))?;
-        let tensor_name: String = n.decode().map_err(|_| bad(env, name(), n))?;
-        let t = engine(env, ckpt.get(&tensor_name))?;
-        let mut out = alloc_binary(env, convert::bf16_len(&t))?;
-        engine(env, convert::write_bf16(&t, out.as_mut_slice()))?;
-        Ok(ok(env, (t.shape.as_slice(), out.release(env))))
+        let ckpt = Checkpoint::open(&args::path(p, path())?)?;
+        let tensor_name: String = decode(n, name())?;
+        let t = ckpt.get(&tensor_name)?;
+        let mut out = alloc_binary(convert::bf16_len(&t))?;
+        convert::write_bf16(&t, out.as_mut_slice())?;
+        ok(env, (t.shape.as_slice(), out.release(env)))
     })
 }
 
@@ -125,10 +74,10 @@ fn safetensors_read_tensor_bf16<'a>(env: Env<'a>, p: Term<'a>, n: Term<'a>) -> T
 #[rustler::nif(schedule = "DirtyCpu")]
 fn bf16_to_fp32_binary<'a>(env: Env<'a>, b: Term<'a>) -> Term<'a> {
     run(env, || {
-        let src = Binary::from_term(b).map_err(|_| bad(env, bin(), b))?;
-        let mut out = alloc_binary(env, engine(env, convert::bf16_to_f32_len(src.len()))?)?;
-        engine(env, convert::bf16_to_f32_into(src.as_slice(), out.as_mut_slice()))?;
-        Ok(ok(env, out.release(env)))
+        let src = binary(b, bin())?;
+        let mut out = alloc_binary(convert::bf16_to_f32_len(src.len())?)?;
+        convert::bf16_to_f32_into(src.as_slice(), out.as_mut_slice())?;
+        ok(env, out.release(env))
     })
 }
 
@@ -138,18 +87,13 @@ fn bf16_to_fp32_binary<'a>(env: Env<'a>, b: Term<'a>) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyCpu")]
 fn transpose_fp32<'a>(env: Env<'a>, b: Term<'a>, r: Term<'a>, c: Term<'a>) -> Term<'a> {
     run(env, || {
-        let src = Binary::from_term(b).map_err(|_| bad(env, bin(), b))?;
-        let (nr, nc) = (dim_arg(env, r, rows())?, dim_arg(env, c, cols())?);
-        let want = nr.checked_mul(nc).and_then(|x| x.checked_mul(4));
-        if want != Some(src.len()) {
-            let expected = want.map_or_else(|| vec![nr, nc, 4], |w| vec![w]);
-            let e = Error::ShapeMismatch { name: "transpose_fp32 bytes".into(), expected, got: vec![src.len()] };
-            return Err(error_tuple(env, &e));
-        }
-        let mut out = alloc_binary(env, src.len())?;
+        let src = binary(b, bin())?;
+        let (nr, nc) = (dim_of(r, rows())?, dim_of(c, cols())?);
+        check_bytes("transpose_fp32 bytes", &[nr, nc], 4, src.len())?;
+        let mut out = alloc_binary(src.len())?;
         let (words, _) = src.as_slice().as_chunks::<4>();
         let (dst, _) = out.as_mut_slice().as_chunks_mut::<4>();
-        engine(env, convert::transpose_into(words, dst, nr, nc))?;
-        Ok(ok(env, out.release(env)))
+        convert::transpose_into(words, dst, nr, nc)?;
+        ok(env, out.release(env))
     })
 }

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustler::env::OwnedEnv;
-use rustler::{Binary, Encoder, Env, LocalPid, ResourceArc, Term};
+use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
 use viva_core::Error;
 
-use crate::nif_model::{decode_generate_options, guarded, result_map};
-use crate::reason::{self, error_tuple, invalid_option_error};
+use crate::args::{decode, ok, resource, run, utf8};
+use crate::nif_model::{decode_generate_options, generate_text, result_map};
+use crate::reason::{self, Reason};
 use crate::resources::ModelResource;
 
 rustler::atoms! { viva_token, viva_done, viva_error, model, prompt, pid, stream }
@@ -36,29 +37,11 @@ impl Drop for Active {
 /// Starts a stream to `Pid`; returns `{ok, Ref}` at once (the work runs on its own thread).
 #[rustler::nif]
 fn model_stream<'a>(env: Env<'a>, m: Term<'a>, p: Term<'a>, opts: Term<'a>, to: Term<'a>) -> Term<'a> {
-    guarded(env, || {
-        let handle: ResourceArc<ModelResource> = match m.decode() {
-            Ok(h) => h,
-            Err(_) => return invalid_option_error(env, model().encode(env), m),
-        };
-        let text = match Binary::from_term(p) {
-            Ok(b) => match std::str::from_utf8(b.as_slice()) {
-                Ok(s) => s.to_string(),
-                Err(_) => return error_tuple(env, &Error::InvalidUtf8),
-            },
-            Err(_) => return invalid_option_error(env, prompt().encode(env), p),
-        };
-        let receiver: LocalPid = match to.decode() {
-            Ok(pid_) => pid_,
-            Err(_) => return invalid_option_error(env, pid().encode(env), to),
-        };
-        let gen_opts = match decode_generate_options(env, opts) {
-            Ok(o) => o,
-            Err(bad) => return invalid_option_error(env, bad.key, bad.value),
-        };
-        if let Err(e) = gen_opts.validate() {
-            return error_tuple(env, &e);
-        }
+    run(env, || {
+        let handle = resource::<ModelResource>(m, model())?;
+        let text = utf8(p, prompt())?.to_string();
+        let receiver: LocalPid = decode(to, pid())?;
+        let gen_opts = decode_generate_options(opts)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let stream_ref = ResourceArc::new(StreamResource { cancel: cancel.clone() });
         let thread_ref = stream_ref.clone();
@@ -68,8 +51,7 @@ fn model_stream<'a>(env: Env<'a>, m: Term<'a>, p: Term<'a>, opts: Term<'a>, to: 
             let mut msg_env = OwnedEnv::new();
             let llm = &handle.0;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let ids = llm.tokenizer.encode(&text, true)?;
-                llm.generate_with(&ids, &gen_opts, |chunk| {
+                generate_text(llm, &text, &gen_opts, |chunk| {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Error::Cancelled);
                     }
@@ -81,32 +63,32 @@ fn model_stream<'a>(env: Env<'a>, m: Term<'a>, p: Term<'a>, opts: Term<'a>, to: 
                         .map_err(|_| Error::Cancelled) // the receiver is gone: stop
                 })
             }));
-            let _ = msg_env.send_and_clear(&receiver, |e| match outcome {
-                Ok(Ok(result)) => match result_map(e, &result) {
-                    Some(map) => (viva_done(), thread_ref.clone(), map).encode(e),
-                    None => (viva_error(), thread_ref.clone(), reason::reason(e, &Error::Internal("result map".into()))).encode(e),
-                },
-                Ok(Err(err)) => (viva_error(), thread_ref.clone(), reason::reason(e, &err)).encode(e),
-                Err(_) => (viva_error(), thread_ref.clone(), reason::reason(e, &Error::Internal("stream panicked".into()))).encode(e),
+            let _ = msg_env.send_and_clear(&receiver, |e| {
+                let done = match outcome {
+                    Ok(Ok(result)) => result_map(e, &result).map_err(|_| Error::Internal("result map".into())),
+                    Ok(Err(err)) => Err(err),
+                    Err(_) => Err(Error::Internal("stream panicked".into())),
+                };
+                match done {
+                    Ok(map) => (viva_done(), thread_ref.clone(), map).encode(e),
+                    Err(err) => (viva_error(), thread_ref.clone(), Reason(&err)).encode(e),
+                }
             });
         });
         if spawned.is_err() {
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
-            return error_tuple(env, &Error::OutOfMemory);
+            return Err(Error::OutOfMemory.into());
         }
-        (reason::ok(), stream_ref).encode(env)
+        ok(env, stream_ref)
     })
 }
 
 /// Asks a stream to stop; it then sends `{viva_error, Ref, cancelled}` (unless it had ended).
 #[rustler::nif]
 fn stream_cancel<'a>(env: Env<'a>, s: Term<'a>) -> Term<'a> {
-    guarded(env, || match s.decode::<ResourceArc<StreamResource>>() {
-        Ok(r) => {
-            r.cancel.store(true, Ordering::Relaxed);
-            reason::ok().encode(env)
-        }
-        Err(_) => invalid_option_error(env, stream().encode(env), s),
+    run(env, || {
+        resource::<StreamResource>(s, stream())?.cancel.store(true, Ordering::Relaxed);
+        Ok(reason::ok().encode(env))
     })
 }
 

@@ -1,7 +1,9 @@
 //! Harnesses that run single kernels or session paths on host data, for the tests that compare
 //! the GPU with its CPU reference (native/viva_core/tests/cuda.rs). Not used by generation.
 use super::kernels::GemvMode;
-use super::model::{gemv, ptr, GemvShape};
+use super::launch;
+use super::model::ptr;
+use super::params::{DecodeIo, GemvParams};
 use super::session::CudaSession;
 use super::weights::DevLinear;
 use super::{drv, require_gpu};
@@ -45,10 +47,18 @@ pub fn linear(lin: &Linear, x: &[f32], mode: GemvMode, norm: Option<(&[f32], f32
         None => s.alloc_zeros::<f32>(n_out).map_err(drv("alloc"))?,
     };
     let nw = s.clone_htod(norm.map_or(&[0.0][..], |n| n.0)).map_err(drv("upload"))?;
-    let io = s.alloc_zeros::<i32>(4).map_err(drv("alloc"))?;
-    let sh = GemvShape { io: ptr(&io, &s), rope: 0, eps: norm.map_or(0.0, |n| n.1), head_dim: 0, q_dim: 0, kv_dim: 0, inter: w.n / 2 };
-    let norm_ptr = if norm.is_some() { ptr(&nw, &s) } else { 0 };
-    gemv(&gpu, &s, &w, mode, ptr(&xd, &s), norm_ptr, ptr(&out, &s), 0, 0, &sh)?;
+    let io = s.alloc_zeros::<DecodeIo>(1).map_err(drv("alloc"))?;
+    let p = GemvParams {
+        w: w.view(&s),
+        x: ptr(&xd, &s),
+        norm_w: if norm.is_some() { ptr(&nw, &s) } else { 0 },
+        out: ptr(&out, &s),
+        io: ptr(&io, &s),
+        eps: norm.map_or(0.0, |n| n.1),
+        inter: (w.n / 2) as i32,
+        ..Default::default()
+    };
+    launch::gemv(&gpu, &s, w.kind, mode, p)?;
     let mut host = vec![0f32; n_out];
     s.memcpy_dtoh(&out, &mut host).map_err(drv("read"))?;
     s.synchronize().map_err(drv("sync"))?;
@@ -86,10 +96,53 @@ pub fn profile_decode(llm: &Llm, prompt: &[u32]) -> Result<Vec<(&'static str, f6
 pub fn pack_fp8(lin: &Linear, blocking: crate::quant::fp8::Blocking) -> Result<(Vec<u8>, Vec<f32>)> {
     let gpu = require_gpu()?;
     let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
-    let w = DevLinear::upload_fp8(&gpu, &s, lin, blocking)?;
+    let w = DevLinear::upload(&s, lin)?.to_fp8(&gpu, &s, blocking)?;
     let (mut codes, mut scales) = (vec![0u8; w.n * w.row_stride], vec![0f32; w.n * w.bpr]);
     s.memcpy_dtoh(&w.data, &mut codes).map_err(drv("read"))?;
     s.memcpy_dtoh(&w.scales, &mut scales).map_err(drv("read"))?;
     s.synchronize().map_err(drv("sync"))?;
     Ok((codes, scales))
+}
+
+/// `lin` (a `Native` linear) rounded to bf16 on the device: (n, row_stride) bf16 bits, padded.
+pub fn to_bf16(lin: &Linear) -> Result<(usize, Vec<u16>)> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let Linear::Native(parts) = lin else { return Err(Error::Internal("to_bf16 takes a native linear".into())) };
+    let w = DevLinear::from_parts(&gpu, &s, &parts.iter().collect::<Vec<_>>(), crate::weights::WeightFormat::Bf16)?;
+    let mut bytes = vec![0u8; w.n * w.row_stride * 2];
+    s.memcpy_dtoh(&w.data, &mut bytes).map_err(drv("read"))?;
+    s.synchronize().map_err(drv("sync"))?;
+    Ok((w.row_stride, bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()))
+}
+
+/// Device memory held until dropped (the out-of-memory tests).
+pub struct MemoryHog(#[allow(dead_code)] Vec<cudarc::driver::CudaSlice<u8>>);
+
+/// Allocates all but `leave` bytes of the GPU's free memory (in 1 GiB pieces, then the rest).
+pub fn hog_memory(leave: usize) -> Result<MemoryHog> {
+    let gpu = require_gpu()?;
+    let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
+    let mut held = Vec::new();
+    loop {
+        let (free, _) = gpu.ctx.mem_get_info().map_err(drv("mem_get_info"))?;
+        let want = free.saturating_sub(leave).min(1 << 30);
+        if want < (2 << 20) {
+            break;
+        }
+        held.push(s.alloc_zeros::<u8>(want).map_err(drv("hog alloc"))?);
+        s.synchronize().map_err(drv("sync"))?;
+    }
+    Ok(MemoryHog(held))
+}
+
+/// Free device memory in bytes.
+pub fn free_memory() -> Result<usize> {
+    let gpu = require_gpu()?;
+    Ok(gpu.ctx.mem_get_info().map_err(drv("mem_get_info"))?.0)
+}
+
+/// Opens (and drops) a GPU session of `max_seq` positions on `llm`: KV cache and scratch.
+pub fn open_session(llm: &Llm, max_seq: usize) -> Result<()> {
+    CudaSession::new(cuda_model(llm)?, max_seq).map(|_| ())
 }

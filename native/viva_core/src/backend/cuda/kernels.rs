@@ -1,6 +1,6 @@
 //! Our kernels (kernels/*.cu, embedded at build time) compiled by NVRTC for the device's
-//! architecture on first use, the PTX cached on disk keyed by source hash + arch, and one
-//! `CudaFunction` per entry point.
+//! architecture on first use, one program and module per kernel family (file), the PTX cached
+//! on disk keyed by source hash + arch, and one `CudaFunction` per entry point.
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,15 +8,50 @@ use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::{cuda_err, drv};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Concatenated in this order into one NVRTC program (no include path is needed).
-const SOURCES: [(&str, &str); 4] = [
+/// Headers the kernel files include (`#include "name"`), inlined by `expand`: NVRTC gets no
+/// include path, so no CUDA headers are needed on the machine.
+const HEADERS: [(&str, &str); 2] = [
     ("common.cuh", include_str!("../../../../../kernels/common.cuh")),
-    ("decode.cu", include_str!("../../../../../kernels/decode.cu")),
+    ("params.cuh", include_str!("../../../../../kernels/params.cuh")),
+];
+
+/// One NVRTC program each (scripts/check_kernels.py compiles the same way without a GPU).
+const FAMILIES: [(&str, &str); 6] = [
+    ("gemv.cu", include_str!("../../../../../kernels/gemv.cu")),
+    ("embedding.cu", include_str!("../../../../../kernels/embedding.cu")),
+    ("attention.cu", include_str!("../../../../../kernels/attention.cu")),
+    ("sampling.cu", include_str!("../../../../../kernels/sampling.cu")),
     ("prefill.cu", include_str!("../../../../../kernels/prefill.cu")),
     ("quant.cu", include_str!("../../../../../kernels/quant.cu")),
 ];
+
+/// `src` with each `#include "header"` line replaced by that header (expanded too), each
+/// header once (they are `#pragma once`).
+fn expand(src: &str, seen: &mut Vec<&'static str>) -> Result<String> {
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let inc = line.trim().strip_prefix("#include \"").and_then(|r| r.strip_suffix('"'));
+        match inc {
+            Some(name) => {
+                let (h, text) = HEADERS
+                    .iter()
+                    .find(|(h, _)| *h == name)
+                    .ok_or_else(|| Error::Internal(format!("kernel include {name:?} is not in HEADERS")))?;
+                if !seen.contains(h) {
+                    seen.push(h);
+                    out.push_str(&expand(text, seen)?);
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Weight element kinds, as the kernels number them (`WT_*` in kernels/common.cuh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +72,7 @@ impl WeightKind {
     }
 }
 
-/// GEMV epilogues (`GEMV_*` in kernels/decode.cu).
+/// GEMV epilogues (`GEMV_*` in kernels/gemv.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemvMode {
     Store = 0,
@@ -54,6 +89,14 @@ pub enum Split {
     F16 = 2,
 }
 
+/// The three split kernels of kernels/prefill.cu (all take `SplitParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitOp {
+    RmsNorm = 0,
+    Swiglu = 1,
+    Copy = 2,
+}
+
 pub struct Kernels {
     /// [weight kind][mode]
     gemv: Vec<Vec<CudaFunction>>,
@@ -62,18 +105,17 @@ pub struct Kernels {
     pub attn_decode: CudaFunction,
     pub argmax: CudaFunction,
     pub topk: CudaFunction,
-    /// [split]
-    rmsnorm_split: Vec<CudaFunction>,
-    swiglu_split: Vec<CudaFunction>,
-    copy_split: Vec<CudaFunction>,
+    /// [op][split]
+    split: Vec<Vec<CudaFunction>>,
     pub rope_qkv_rows: CudaFunction,
     pub dequant_fp8_bf16: CudaFunction,
-    /// [source weight kind] (fp8 index unused)
+    /// [source weight kind] (fp8 index unused → bf16)
     quant_fp8: Vec<CudaFunction>,
+    to_bf16: Vec<CudaFunction>,
     /// Dynamic shared memory a GEMV block may use (the device's opt-in maximum less the static part).
     pub gemv_smem_max: usize,
     pub arch: String,
-    /// Where the PTX came from: "cache" or "nvrtc".
+    /// Where the PTX came from: "cache", "nvrtc", or "cache+nvrtc" when some families were cached.
     pub origin: &'static str,
 }
 
@@ -84,41 +126,48 @@ impl Kernels {
     pub fn embed(&self, kind: WeightKind) -> &CudaFunction {
         &self.embed[kind as usize]
     }
-    pub fn rmsnorm_split(&self, s: Split) -> &CudaFunction {
-        &self.rmsnorm_split[s as usize]
-    }
-    pub fn swiglu_split(&self, s: Split) -> &CudaFunction {
-        &self.swiglu_split[s as usize]
-    }
-    pub fn copy_split(&self, s: Split) -> &CudaFunction {
-        &self.copy_split[s as usize]
+    pub fn split(&self, op: SplitOp, s: Split) -> &CudaFunction {
+        &self.split[op as usize][s as usize]
     }
     pub fn quant_fp8(&self, src: WeightKind) -> &CudaFunction {
         &self.quant_fp8[src as usize]
     }
+    pub fn to_bf16(&self, src: WeightKind) -> &CudaFunction {
+        &self.to_bf16[src as usize]
+    }
 
     pub fn load(ctx: &Arc<CudaContext>, cc: (i32, i32), smem_optin: usize) -> Result<Self> {
         let arch = format!("sm_{}{}", cc.0, cc.1);
-        // VIVA_FP8_HW_CVT=0|1 overrides the fp8 GEMV's E4M3 decode (kernels/decode.cu), for A/B runs
-        let prelude = match std::env::var("VIVA_FP8_HW_CVT").as_deref() {
+        // CompileOptions::arch wants a &'static str: leaked once (Kernels load once per process)
+        let arch_static: &'static str = Box::leak(arch.clone().into_boxed_str());
+        // VIVA_FP8_HW_CVT=0|1 overrides the fp8 GEMV's E4M3 decode (kernels/gemv.cu), for A/B runs
+        let gemv_prelude = match std::env::var("VIVA_FP8_HW_CVT").as_deref() {
             Ok("0") => "#define FP8_HW_CVT 0\n",
             Ok("1") => "#define FP8_HW_CVT 1\n",
             _ => "",
         };
-        let src: String =
-            std::iter::once(prelude.to_string()).chain(SOURCES.iter().map(|(name, s)| format!("// ---- {name}\n{s}\n"))).collect();
-        let (module, origin) = load_module(ctx, &src, &arch)?;
-        let f = |name: &str| module.load_function(name).map_err(|e| cuda_err(&format!("kernel {name}"), e));
-        let modes = ["store", "resid", "swiglu", "qkv"];
+        let mut origins = Vec::new();
+        let mut modules = Vec::new();
+        for (name, text) in FAMILIES {
+            let prelude = if name == "gemv.cu" { gemv_prelude } else { "" };
+            let src = format!("{prelude}{}", expand(text, &mut Vec::new())?);
+            let (module, origin) = load_module(ctx, name, &src, arch_static)?;
+            origins.push(origin);
+            modules.push(module);
+        }
+        let [gemv_m, embed_m, attn_m, sampling_m, prefill_m, quant_m] = &modules[..] else {
+            return Err(Error::Internal("kernel modules".into()));
+        };
+        let f = |m: &Arc<CudaModule>, name: &str| m.load_function(name).map_err(|e| cuda_err(&format!("kernel {name}"), e));
         let kinds = ["fp8", "bf16", "f16", "f32"];
         let splits = ["f32", "bf16", "f16"];
-        let mut gemv = Vec::new();
         // 128 bytes of static shared memory per GEMV block (the block-reduction scratch)
         let gemv_smem_max = smem_optin.saturating_sub(128);
+        let mut gemv = Vec::new();
         for k in kinds {
             let mut row = Vec::new();
-            for m in modes {
-                let func = f(&format!("gemv_{m}_{k}"))?;
+            for m in ["store", "resid", "swiglu", "qkv"] {
+                let func = f(gemv_m, &format!("gemv_{m}_{k}"))?;
                 func.set_attribute(
                     sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     gemv_smem_max as i32,
@@ -128,18 +177,32 @@ impl Kernels {
             }
             gemv.push(row);
         }
+        let per_src = |prefix: &str| -> Result<Vec<CudaFunction>> {
+            // index = WeightKind; fp8 is no source kind (its slot repeats bf16)
+            ["bf16", "bf16", "f16", "f32"].iter().map(|k| f(if prefix == "embed" { embed_m } else { quant_m }, &format!("{prefix}_{k}"))).collect()
+        };
+        let split = ["rmsnorm_split", "swiglu_split", "copy_split"]
+            .iter()
+            .map(|op| splits.iter().map(|s| f(prefill_m, &format!("{op}_{s}"))).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        let origin = if origins.iter().all(|o| *o == "cache") {
+            "cache"
+        } else if origins.iter().all(|o| *o == "nvrtc") {
+            "nvrtc"
+        } else {
+            "cache+nvrtc"
+        };
         Ok(Kernels {
             gemv,
-            embed: vec![f("embed_bf16")?, f("embed_bf16")?, f("embed_f16")?, f("embed_f32")?],
-            attn_decode: f("attn_decode")?,
-            argmax: f("argmax")?,
-            topk: f("topk")?,
-            rmsnorm_split: splits.iter().map(|s| f(&format!("rmsnorm_split_{s}"))).collect::<Result<_>>()?,
-            swiglu_split: splits.iter().map(|s| f(&format!("swiglu_split_{s}"))).collect::<Result<_>>()?,
-            copy_split: splits.iter().map(|s| f(&format!("copy_split_{s}"))).collect::<Result<_>>()?,
-            rope_qkv_rows: f("rope_qkv_rows")?,
-            dequant_fp8_bf16: f("dequant_fp8_bf16")?,
-            quant_fp8: vec![f("quant_fp8_bf16")?, f("quant_fp8_bf16")?, f("quant_fp8_f16")?, f("quant_fp8_f32")?],
+            embed: per_src("embed")?,
+            attn_decode: f(attn_m, "attn_decode")?,
+            argmax: f(sampling_m, "argmax")?,
+            topk: f(sampling_m, "topk")?,
+            split,
+            rope_qkv_rows: f(prefill_m, "rope_qkv_rows")?,
+            dequant_fp8_bf16: f(prefill_m, "dequant_fp8_bf16")?,
+            quant_fp8: per_src("quant_fp8")?,
+            to_bf16: per_src("to_bf16")?,
             gemv_smem_max,
             arch,
             origin,
@@ -163,19 +226,18 @@ fn cache_dir() -> Option<PathBuf> {
     Some(base.join("viva_tensor").join("kernels"))
 }
 
-fn load_module(ctx: &Arc<CudaContext>, src: &str, arch: &str) -> Result<(Arc<CudaModule>, &'static str)> {
-    let key = fnv1a(format!("{arch}\n{src}").as_bytes());
-    let path = cache_dir().map(|d| d.join(format!("{key:016x}_{arch}.ptx")));
+fn load_module(ctx: &Arc<CudaContext>, name: &str, src: &str, arch: &'static str) -> Result<(Arc<CudaModule>, &'static str)> {
+    let key = fnv1a(format!("{arch}\n{name}\n{src}").as_bytes());
+    let stem = name.trim_end_matches(".cu");
+    let path = cache_dir().map(|d| d.join(format!("{key:016x}_{stem}_{arch}.ptx")));
     if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         // a corrupt or foreign cache entry falls through to a fresh compile
         if let Ok(m) = ctx.load_module(Ptx::from_src(ptx)) {
             return Ok((m, "cache"));
         }
     }
-    // CompileOptions::arch wants a &'static str: one per distinct arch, leaked once per process.
-    let arch_static: &'static str = Box::leak(arch.to_string().into_boxed_str());
-    let opts = CompileOptions { arch: Some(arch_static), name: Some("viva_kernels.cu".into()), ..Default::default() };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| cuda_err("NVRTC compile", e))?;
+    let opts = CompileOptions { arch: Some(arch), name: Some(name.into()), ..Default::default() };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| cuda_err(&format!("NVRTC compile of {name}"), e))?;
     let text = ptx.to_src();
     if let Some(p) = &path {
         // best effort: write to a temporary name, then rename, so readers never see half a file

@@ -6,7 +6,10 @@
 //! under `catch_unwind`: no driver, a broken driver or no GPU is an `Err(reason)`, never a crash.
 pub mod check;
 pub mod kernels;
+pub mod launch;
 pub mod model;
+pub mod params;
+pub mod seq;
 pub mod session;
 pub mod weights;
 

@@ -1,16 +1,18 @@
 //! One generation on the GPU: its stream, KV cache and scratch (all allocated up front), the
 //! prompt prefilled with GEMMs, and a decode step captured once into a CUDA graph.
 //!
-//! Decode reads the token id and position from `io` in device memory, so the same graph
-//! replays at every position: per token the host writes 16 bytes, launches the graph and reads
-//! back 4 bytes (greedy argmax) or the top-k candidates (sampling).
+//! Decode reads the token id and position from `io` (a `DecodeIo`, params.rs) in device memory,
+//! so the same graph replays at every position: per token the host writes 16 bytes, launches the
+//! graph and reads back the 16 (the greedy argmax) or the top-k candidates (sampling).
 use std::sync::Arc;
 
 use cudarc::cublas::sys as blas;
 use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaStream};
 
-use super::kernels::{GemvMode, Split, WeightKind};
-use super::model::{gemv, launch, ptr, Arg, CudaModel, GemvShape, ATT_MAX_CHUNK, ATT_MIN_CHUNK, ATT_THREADS};
+use super::kernels::{GemvMode, Split, SplitOp, WeightKind};
+use super::launch::{self, ATT_MAX_CHUNK, ATT_MIN_CHUNK};
+use super::model::{ptr, CudaModel};
+use super::params::{ArgmaxParams, AttnParams, DecodeIo, DequantParams, EmbedParams, GemvParams, RopeRowsParams, SplitParams, TopkParams};
 use super::weights::DevLinear;
 use super::{cuda_err, drv, BlasHandle};
 use crate::error::{Error, Result};
@@ -49,7 +51,7 @@ pub struct CudaSession<'m> {
     logits: CudaSlice<f32>, // (vocab)
     part: CudaSlice<f32>,   // (n_heads, max_splits, head_dim + 2)
     counters: CudaSlice<i32>, // (PREFILL_ROWS, n_kv_heads) finished attention splits, kept at 0 between launches
-    io: CudaSlice<i32>,     // [token, pos, argmax, 0]
+    io: CudaSlice<DecodeIo>, // (1)
     rope: CudaSlice<f32>,   // (2, head_dim / 2): cos then sin of the step's position
     /// host read-back buffers for `top_k` (no allocation per sampled token)
     host_val: Vec<f32>,
@@ -94,7 +96,7 @@ impl<'m> CudaSession<'m> {
             act: f(c.intermediate_size)?,
             logits: f(c.vocab_size)?,
             part: f(c.num_attention_heads * max_splits * (c.head_dim + 2))?,
-            io: stream.alloc_zeros::<i32>(4).map_err(drv("session alloc"))?,
+            io: stream.alloc_zeros::<DecodeIo>(1).map_err(drv("session alloc"))?,
             rope: f(c.head_dim)?,
             host_val: vec![0f32; MAX_TOP_K],
             host_idx: vec![0i32; MAX_TOP_K],
@@ -133,8 +135,7 @@ impl<'m> CudaSession<'m> {
         if id as usize >= self.m.config.vocab_size {
             return Err(Error::TokenOutOfRange { id, vocab: self.m.config.vocab_size });
         }
-        let io = [id as i32, self.filled as i32, 0, 0];
-        self.stream.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        self.write_io(id, self.filled)?;
         if self.graph.is_none() {
             self.graph = Some(self.capture()?);
         }
@@ -147,10 +148,16 @@ impl<'m> CudaSession<'m> {
 
     /// The greedy next token (the argmax the step computed on the device).
     pub fn argmax(&mut self) -> Result<u32> {
-        let mut io = [0i32; 4];
+        let mut io = [DecodeIo::default()];
         self.stream.memcpy_dtoh(&self.io, &mut io).map_err(drv("read argmax"))?;
         self.stream.synchronize().map_err(drv("sync"))?;
-        Ok(io[2] as u32)
+        Ok(io[0].argmax as u32)
+    }
+
+    /// The step's inputs (the graph reads them from `io`).
+    fn write_io(&mut self, token: u32, pos: usize) -> Result<()> {
+        let io = [DecodeIo { token: token as i32, pos: pos as i32, argmax: 0, pad: 0 }];
+        self.stream.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))
     }
 
     /// The `k` (≤ MAX_TOP_K) largest logits as (id, logit), sorted descending, lower id first on
@@ -159,14 +166,8 @@ impl<'m> CudaSession<'m> {
         let vocab = self.m.config.vocab_size;
         let k = k.clamp(1, MAX_TOP_K).min(vocab);
         let s = &self.stream;
-        launch(
-            s,
-            &self.m.gpu.k.topk,
-            (1, 1, 1),
-            1024,
-            0,
-            &[Arg::P(ptr(&self.logits, s)), Arg::I(vocab as i32), Arg::I(k as i32), Arg::P(ptr(&self.cand_val, s)), Arg::P(ptr(&self.cand_idx, s))],
-        )?;
+        let p = TopkParams { logits: ptr(&self.logits, s), out_val: ptr(&self.cand_val, s), out_idx: ptr(&self.cand_idx, s), n: vocab as i32, k: k as i32 };
+        launch::topk(&self.m.gpu, s, &p)?;
         s.memcpy_dtoh(&self.cand_val, &mut self.host_val).map_err(drv("read candidates"))?;
         s.memcpy_dtoh(&self.cand_idx, &mut self.host_idx).map_err(drv("read candidates"))?;
         s.synchronize().map_err(drv("sync"))?;
@@ -199,27 +200,28 @@ impl<'m> CudaSession<'m> {
         graph?.ok_or_else(|| Error::Cuda("empty decode graph".into()))
     }
 
-    /// One decode step: embedding row → layers → final norm + lm_head → argmax into io[2].
+    /// One decode step: embedding row → layers → final norm + lm_head → argmax into io.argmax.
     fn enqueue_decode(&self, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let (m, s, c) = (self.m, &self.stream, &self.m.config);
-        let k = &m.gpu.k;
         let (h, kv_dim) = (c.hidden_size, c.kv_dim());
-        launch(s, k.embed(m.embed.kind), (h.div_ceil(256) as u32, 1, 1), 256, 0, &[
-            Arg::P(ptr(&m.embed.data, s)),
-            Arg::P(ptr(&self.io, s)),
-            Arg::P(ptr(&self.x, s)),
-            Arg::I(h as i32),
-            Arg::P(ptr(&self.io, s)),
-            Arg::P(ptr(&m.inv_freq, s)),
-            Arg::P(ptr(&self.rope, s)),
-            Arg::I((c.head_dim / 2) as i32),
-        ])?;
+        let io = ptr(&self.io, s);
+        let p = EmbedParams {
+            table: ptr(&m.embed.data, s),
+            ids: io + std::mem::offset_of!(DecodeIo, token) as u64,
+            x: ptr(&self.x, s),
+            io,
+            inv_freq: ptr(&m.inv_freq, s),
+            rope_tab: ptr(&self.rope, s),
+            hidden: h as i32,
+            half: (c.head_dim / 2) as i32,
+        };
+        launch::embed(&m.gpu, s, m.embed.kind, 1, &p)?;
         mark("embed")?;
         let (x, q, attn, act) = (ptr(&self.x, s), ptr(&self.q, s), ptr(&self.attn, s), ptr(&self.act, s));
         let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
         for (l, layer) in m.layers.iter().enumerate() {
             let (kc, vc) = (ptr(&self.kc, s) + l as u64 * layer_bytes, ptr(&self.vc, s) + l as u64 * layer_bytes);
-            // attention block: q, k (roped) and v from rmsnorm(x); k/v appended at io[1]
+            // attention block: q, k (roped) and v from rmsnorm(x); k/v appended at io.pos
             self.gemv(&layer.qkv, GemvMode::Qkv, x, ptr(&layer.attn_norm, s), q, kc, vc)?;
             mark("qkv (norm, rope, kv append)")?;
             self.attention(q, kc, vc, ptr(&self.part, s), attn, 1)?;
@@ -241,8 +243,7 @@ impl<'m> CudaSession<'m> {
     pub fn profile_step(&mut self, id: u32) -> Result<Vec<(&'static str, f64)>> {
         use cudarc::driver::sys::CUevent_flags;
         self.check_room(1)?;
-        let io = [id as i32, self.filled as i32, 0, 0];
-        self.stream.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        self.write_io(id, self.filled)?;
         let ctx = self.m.gpu.ctx.clone();
         let ev = || ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"));
         let mut events = vec![("start", ev()?)];
@@ -267,49 +268,56 @@ impl<'m> CudaSession<'m> {
         Ok(out)
     }
 
-    /// logits = lm_head(rmsnorm(x_row)), then io[2] = argmax.
+    /// logits = lm_head(rmsnorm(x_row)), then io.argmax = argmax.
     fn head(&self, x_row: u64) -> Result<()> {
         let (m, s) = (self.m, &self.stream);
         self.gemv(&m.lm_head, GemvMode::Store, x_row, ptr(&m.norm, s), ptr(&self.logits, s), 0, 0)?;
-        launch(s, &m.gpu.k.argmax, (1, 1, 1), 1024, 0, &[
-            Arg::P(ptr(&self.logits, s)),
-            Arg::I(m.config.vocab_size as i32),
-            Arg::P(ptr(&self.io, s)),
-        ])
+        let p = ArgmaxParams { logits: ptr(&self.logits, s), io: ptr(&self.io, s), n: m.config.vocab_size as i32, pad: 0 };
+        launch::argmax(&m.gpu, s, &p)
     }
 
-    /// Flash-decoding attention of `rows` queries at positions io[1].. over the layer's cache.
+    /// Flash-decoding attention of `rows` queries at positions io.pos.. over the layer's cache.
     fn attention(&self, q: u64, kc: u64, vc: u64, part: u64, out: u64, rows: usize) -> Result<()> {
-        let (k, s, c) = (&self.m.gpu.k, &self.stream, &self.m.config);
-        let (nh, nkv, hd) = (c.num_attention_heads as i32, c.num_key_value_heads as i32, c.head_dim as i32);
-        launch(s, &k.attn_decode, (nkv as u32, self.max_splits as u32, rows as u32), ATT_THREADS, 0, &[
-            Arg::P(q),
-            Arg::P(kc),
-            Arg::P(vc),
-            Arg::P(part),
-            Arg::P(ptr(&self.counters, s)),
-            Arg::P(out),
-            Arg::P(ptr(&self.io, s)),
-            Arg::I(nh),
-            Arg::I(nkv),
-            Arg::I(hd),
-            Arg::I(self.max_splits as i32),
-            Arg::I(self.chunk as i32),
-        ])
+        let (s, c) = (&self.stream, &self.m.config);
+        let p = AttnParams {
+            q,
+            kc,
+            vc,
+            part,
+            counters: ptr(&self.counters, s),
+            out,
+            io: ptr(&self.io, s),
+            n_heads: c.num_attention_heads as i32,
+            n_kv: c.num_key_value_heads as i32,
+            hd: c.head_dim as i32,
+            max_splits: self.max_splits as i32,
+            chunk: self.chunk as i32,
+            pad: 0,
+        };
+        launch::attention(&self.m.gpu, s, rows, &p)
     }
 
-    fn gemv(&self, w: &DevLinear, mode: GemvMode, x: u64, norm: u64, out: u64, kc: u64, vc: u64) -> Result<()> {
+    /// One GEMV of `w` on x (norm ≠ 0: RMSNorm x with that weight first); kc/vc: QKV only.
+    #[allow(clippy::too_many_arguments)]
+    fn gemv(&self, w: &DevLinear, mode: GemvMode, x: u64, norm_w: u64, out: u64, kc: u64, vc: u64) -> Result<()> {
         let (m, s, c) = (self.m, &self.stream, &self.m.config);
-        let shape = GemvShape {
+        let p = GemvParams {
+            w: w.view(s),
+            x,
+            norm_w,
+            out,
+            kc,
+            vc,
             io: ptr(&self.io, s),
-            rope: ptr(&self.rope, s),
+            rope_tab: ptr(&self.rope, s),
             eps: c.rms_norm_eps,
-            head_dim: c.head_dim,
-            q_dim: c.q_dim(),
-            kv_dim: c.kv_dim(),
-            inter: c.intermediate_size,
+            hd: c.head_dim as i32,
+            q_dim: c.q_dim() as i32,
+            kv_dim: c.kv_dim() as i32,
+            inter: c.intermediate_size as i32,
+            ..Default::default()
         };
-        gemv(&m.gpu, s, w, mode, x, norm, out, kc, vc, &shape)
+        launch::gemv(&m.gpu, s, w.kind, mode, p)
     }
 
     fn prefill_bufs(&mut self, rows: usize) -> Result<()> {
@@ -350,51 +358,46 @@ impl<'m> CudaSession<'m> {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
         let (m, s, c) = (self.m, self.stream.clone(), self.m.config.clone());
-        let k = &m.gpu.k;
+        let gpu = &m.gpu;
         let Some(p) = self.pre.as_mut() else { return Err(Error::Internal("prefill buffers".into())) };
         let ids_i: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         s.memcpy_htod(&ids_i, &mut p.ids).map_err(drv("write ids"))?;
-        let io = [0i32, self.filled as i32, 0, 0];
-        s.memcpy_htod(&io, &mut self.io).map_err(drv("write io"))?;
+        self.write_io(0, self.filled)?;
         let p = self.pre.as_ref().ok_or_else(|| Error::Internal("prefill buffers".into()))?;
         let (h, kv_dim, inter, q_dim) = (c.hidden_size, c.kv_dim(), c.intermediate_size, c.q_dim());
         let (xs, hi, lo, t, qb, att, part) =
             (ptr(&p.xs, &s), ptr(&p.hi, &s), ptr(&p.lo, &s), ptr(&p.t, &s), ptr(&p.qb, &s), ptr(&p.att, &s), ptr(&p.part, &s));
-        let r = rows as u32;
-        launch(&s, k.embed(m.embed.kind), (h.div_ceil(256) as u32, r, 1), 256, 0, &[
-            Arg::P(ptr(&m.embed.data, &s)),
-            Arg::P(ptr(&p.ids, &s)),
-            Arg::P(xs),
-            Arg::I(h as i32),
-            Arg::P(0),
-            Arg::P(0),
-            Arg::P(0),
-            Arg::I(0),
-        ])?;
+        let embed = EmbedParams { table: ptr(&m.embed.data, &s), ids: ptr(&p.ids, &s), x: xs, hidden: h as i32, ..Default::default() };
+        launch::embed(gpu, &s, m.embed.kind, rows, &embed)?;
         let layer_bytes = (self.max_seq * kv_dim * 4) as u64;
         let eps = c.rms_norm_eps;
+        // split the activations x (rows, k) for `w`'s GEMM, after `op`
+        let split = |op: SplitOp, w: &DevLinear, x: u64, norm_w: u64, k: usize| {
+            launch::split(gpu, &s, op, split_for(w.kind), rows, &SplitParams { x, norm_w, hi, lo, k: k as i32, eps })
+        };
         for (l, layer) in m.layers.iter().enumerate() {
             let (kc, vc) = (ptr(&self.kc, &s) + l as u64 * layer_bytes, ptr(&self.vc, &s) + l as u64 * layer_bytes);
-            let sp = split_for(layer.qkv.kind);
-            launch(&s, k.rmsnorm_split(sp), (r, 1, 1), 256, 0, &[Arg::P(xs), Arg::P(ptr(&layer.attn_norm, &s)), Arg::F(eps), Arg::I(h as i32), Arg::P(hi), Arg::P(lo)])?;
+            split(SplitOp::RmsNorm, &layer.qkv, xs, ptr(&layer.attn_norm, &s), h)?;
             self.gemm(&layer.qkv, hi, lo, rows, t, 0.0)?;
-            launch(&s, &k.rope_qkv_rows, (r, 1, 1), 256, 0, &[
-                Arg::P(t),
-                Arg::P(qb),
-                Arg::P(kc),
-                Arg::P(vc),
-                Arg::P(ptr(&self.io, &s)),
-                Arg::P(ptr(&m.inv_freq, &s)),
-                Arg::I(c.head_dim as i32),
-                Arg::I(q_dim as i32),
-                Arg::I(kv_dim as i32),
-            ])?;
+            let rope = RopeRowsParams {
+                qkv: t,
+                q_out: qb,
+                kc,
+                vc,
+                io: ptr(&self.io, &s),
+                inv_freq: ptr(&m.inv_freq, &s),
+                hd: c.head_dim as i32,
+                q_dim: q_dim as i32,
+                kv_dim: kv_dim as i32,
+                pad: 0,
+            };
+            launch::rope_rows(gpu, &s, rows, &rope)?;
             self.attention(qb, kc, vc, part, att, rows)?;
-            launch(&s, k.copy_split(split_for(layer.wo.kind)), (r, 1, 1), 256, 0, &[Arg::P(att), Arg::I(q_dim as i32), Arg::P(hi), Arg::P(lo)])?;
+            split(SplitOp::Copy, &layer.wo, att, 0, q_dim)?;
             self.gemm(&layer.wo, hi, lo, rows, xs, 1.0)?;
-            launch(&s, k.rmsnorm_split(split_for(layer.gate_up.kind)), (r, 1, 1), 256, 0, &[Arg::P(xs), Arg::P(ptr(&layer.mlp_norm, &s)), Arg::F(eps), Arg::I(h as i32), Arg::P(hi), Arg::P(lo)])?;
+            split(SplitOp::RmsNorm, &layer.gate_up, xs, ptr(&layer.mlp_norm, &s), h)?;
             self.gemm(&layer.gate_up, hi, lo, rows, t, 0.0)?;
-            launch(&s, k.swiglu_split(split_for(layer.down.kind)), (r, 1, 1), 256, 0, &[Arg::P(t), Arg::I(inter as i32), Arg::P(hi), Arg::P(lo)])?;
+            split(SplitOp::Swiglu, &layer.down, t, 0, inter)?;
             self.gemm(&layer.down, hi, lo, rows, xs, 1.0)?;
         }
         self.head(xs + ((rows - 1) * h * 4) as u64)?;
@@ -405,7 +408,7 @@ impl<'m> CudaSession<'m> {
     /// out (rows, n) = beta·out + W · (hi + lo) for every row: cuBLAS, f32 accumulation.
     fn gemm(&self, w: &DevLinear, hi: u64, lo: u64, rows: usize, out: u64, beta: f32) -> Result<()> {
         use blas::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
-        let (s, k) = (&self.stream, &self.m.gpu.k);
+        let s = &self.stream;
         let h = self.blas.as_ref().ok_or_else(|| Error::Internal("no cuBLAS handle".into()))?.0;
         // (weight, activation, beta) products summed into out; the activations' middle third sits
         // right after their high third (kernels/prefill.cu store_split)
@@ -415,27 +418,17 @@ impl<'m> CudaSession<'m> {
             WeightKind::Fp8 => {
                 let deq = ptr(&self.pre.as_ref().ok_or_else(|| Error::Internal("prefill buffers".into()))?.deq, s);
                 let deq_lo = deq + (w.n * w.k * 2) as u64;
-                let (wp, sp) = w.ptr(s);
-                launch(s, &k.dequant_fp8_bf16, (w.k.div_ceil(256) as u32, w.n as u32, 1), 256, 0, &[
-                    Arg::P(wp),
-                    Arg::P(sp),
-                    Arg::I(w.k as i32),
-                    Arg::I(w.row_stride as i32),
-                    Arg::I(w.bpr as i32),
-                    Arg::I(w.block as i32),
-                    Arg::P(deq),
-                    Arg::P(deq_lo),
-                ])?;
+                launch::dequant_fp8(&self.m.gpu, s, &DequantParams { w: w.view(s), hi: deq, lo: deq_lo })?;
                 // W·x ≈ Whi·(xhi + xmid) + Wlo·xhi: the dropped terms are ≤ 2^-16 of the product
                 terms.extend([(deq, hi, beta), (deq, mid, 1.0), (deq_lo, hi, 1.0)]);
                 (CUDA_R_16BF, w.k)
             }
             WeightKind::F32 => {
-                terms.push((w.ptr(s).0, hi, beta));
+                terms.push((w.view(s).data, hi, beta));
                 (CUDA_R_32F, w.row_stride)
             }
             kind => {
-                terms.extend([(w.ptr(s).0, hi, beta), (w.ptr(s).0, mid, 1.0), (w.ptr(s).0, lo, 1.0)]);
+                terms.extend([(w.view(s).data, hi, beta), (w.view(s).data, mid, 1.0), (w.view(s).data, lo, 1.0)]);
                 (if kind == WeightKind::F16 { CUDA_R_16F } else { CUDA_R_16BF }, w.row_stride)
             }
         };

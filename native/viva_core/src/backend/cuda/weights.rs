@@ -1,18 +1,21 @@
-//! Device copies of the model's weights, in the load's format (weights.rs): fp8 codes + f32
-//! scales exactly as packed on the host, or bf16 / f16 / f32 rows padded to 16 bytes (the
-//! GEMV kernels read one 16-byte vector per lane). Same bytes as the CPU path, so the two
-//! backends compute with identical weights.
+//! Device copies of the model's weights, built straight from the checkpoint's tensors: the
+//! mapped bytes go to the device as they are (rows padded to 16 bytes: the GEMV kernels read one
+//! 16-byte vector per lane), and the load's format is made there — fp8 packed by
+//! kernels/quant.cu (bit-identical to the host prepack), bf16 rounded there (bit-identical to
+//! weights.rs). No host copy of a weight is made beyond one padded tensor at a time when its
+//! rows are not 16-byte multiples, so the two backends compute with identical weights.
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::kernels::WeightKind;
-use super::model::{launch, ptr, Arg};
+use super::launch;
+use super::params::{QuantParams, WeightView};
 use super::{drv, Gpu};
-use crate::quant::fp8::Blocking;
 use crate::error::{Error, Result};
+use crate::quant::fp8::Blocking;
 use crate::tensor::{DType, TensorView};
-use crate::weights::{Embedding, Linear};
+use crate::weights::{Linear, WeightFormat};
 
 /// A [n, k] linear on the device.
 pub struct DevLinear {
@@ -30,7 +33,29 @@ pub struct DevLinear {
     pub scales: CudaSlice<f32>,
 }
 
+/// Elements per row of a `kind` weight k wide: k rounded up to 16 bytes.
+fn padded(kind: WeightKind, k: usize) -> usize {
+    (k * kind.size()).div_ceil(16) * 16 / kind.size()
+}
+
+fn dim(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::invalid_option("device", format!("cuda: {what} {v} exceeds the kernels' 32-bit indices")))
+}
+
 impl DevLinear {
+    /// Checkpoint tensors (each (n_i, k), stacked along rows: the fused q·k·v or gate·up) as one
+    /// `format` linear on the device.
+    pub fn from_parts(gpu: &Gpu, stream: &Arc<CudaStream>, parts: &[&TensorView], format: WeightFormat) -> Result<Self> {
+        let src = Self::native(stream, parts)?;
+        match format {
+            WeightFormat::Native => Ok(src),
+            WeightFormat::Bf16 if src.kind == WeightKind::Bf16 => Ok(src),
+            WeightFormat::Bf16 => src.to_bf16(gpu, stream),
+            WeightFormat::Fp8(b) => src.to_fp8(gpu, stream, b),
+        }
+    }
+
+    /// A linear already in its format on the host (the GPU tests' harness, check.rs): the same bytes.
     pub fn upload(stream: &Arc<CudaStream>, lin: &Linear) -> Result<Self> {
         let (n, k) = lin.shape();
         match lin {
@@ -49,62 +74,39 @@ impl DevLinear {
             }
             Linear::Bf16 { data, .. } => {
                 let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Self::dense(stream, WeightKind::Bf16, n, k, &[&bytes])
+                let mut d = Self::alloc_dense(stream, WeightKind::Bf16, n, k)?;
+                d.write_rows(stream, 0, &bytes)?;
+                Ok(d)
             }
-            Linear::Native(parts) => {
-                let kind = native_kind(&parts[0])?;
-                if let Some(p) = parts.iter().find(|p| native_kind(p).ok() != Some(kind)) {
-                    return Err(Error::UnsupportedDtype { name: p.name.clone(), dtype: format!("{:?} mixed with {kind:?}", p.dtype) });
-                }
-                let bytes: Vec<&[u8]> = parts.iter().map(|p| p.bytes()).collect();
-                Self::dense(stream, kind, n, k, &bytes)
-            }
+            Linear::Native(parts) => Self::native(stream, &parts.iter().collect::<Vec<_>>()),
         }
     }
 
-    /// A checkpoint-dtype (`Native`) linear packed to fp8 on the device: bit-identical to
-    /// `PackedFp8::prepack` on the host (kernels/quant.cu), without the host pass.
-    pub fn upload_fp8(gpu: &Gpu, stream: &Arc<CudaStream>, lin: &Linear, blocking: Blocking) -> Result<Self> {
-        let src = Self::upload(stream, lin)?;
-        if src.kind == WeightKind::Fp8 {
-            return Ok(src);
+    /// The parts' own bytes (bf16 / f16 / f32) in padded rows.
+    fn native(stream: &Arc<CudaStream>, parts: &[&TensorView]) -> Result<Self> {
+        let first = parts.first().ok_or_else(|| Error::Internal("empty linear".into()))?;
+        let kind = native_kind(first)?;
+        let k = first.shape[1];
+        if let Some(p) = parts.iter().find(|p| p.shape.len() != 2 || p.shape[1] != k) {
+            return Err(Error::ShapeMismatch { name: p.name.clone(), expected: vec![p.shape[0], k], got: p.shape.clone() });
         }
-        let (n, k) = (src.n, src.k);
-        let block = blocking.block_len(k)?;
-        let bpr = k.div_ceil(block);
-        let row_stride = k.div_ceil(16) * 16;
-        let codes = stream.alloc_zeros::<u8>(n * row_stride).map_err(drv("alloc fp8 codes"))?; // (n, row_stride)
-        let scales = stream.alloc_zeros::<f32>(n * bpr).map_err(drv("alloc fp8 scales"))?; // (n, bpr)
-        let warps = n * bpr;
-        launch(stream, gpu.k.quant_fp8(src.kind), (warps.div_ceil(8) as u32, 1, 1), 256, 0, &[
-            Arg::P(ptr(&src.data, stream)),
-            Arg::I(n as i32),
-            Arg::I(k as i32),
-            Arg::I(src.row_stride as i32),
-            Arg::I(block as i32),
-            Arg::I(row_stride as i32),
-            Arg::I(bpr as i32),
-            Arg::P(ptr(&codes, stream)),
-            Arg::P(ptr(&scales, stream)),
-        ])?;
-        Ok(DevLinear { kind: WeightKind::Fp8, n, k, row_stride, bpr, block, data: codes, scales })
+        if let Some(p) = parts.iter().find(|p| native_kind(p).ok() != Some(kind)) {
+            return Err(Error::UnsupportedDtype { name: p.name.clone(), dtype: format!("{:?} mixed with {kind:?}", p.dtype) });
+        }
+        let n = parts.iter().map(|p| p.shape[0]).sum();
+        let mut d = Self::alloc_dense(stream, kind, n, k)?;
+        let mut row = 0;
+        for p in parts {
+            d.write_rows(stream, row, p.bytes())?;
+            row += p.shape[0];
+        }
+        Ok(d)
     }
 
-    /// Row-major (n, k) parts (stacked along rows) → rows padded to 16 bytes.
-    fn dense(stream: &Arc<CudaStream>, kind: WeightKind, n: usize, k: usize, parts: &[&[u8]]) -> Result<Self> {
-        let es = kind.size();
-        let row_stride = (k * es).div_ceil(16) * 16 / es;
-        let mut buf = vec![0u8; n * row_stride * es]; // (n, row_stride)
-        let mut r = 0;
-        for part in parts {
-            for row in part.chunks_exact(k * es) {
-                buf[r * row_stride * es..r * row_stride * es + k * es].copy_from_slice(row);
-                r += 1;
-            }
-        }
-        if r != n {
-            return Err(Error::Internal(format!("linear rows {r} != {n}")));
-        }
+    /// Zeroed (n, padded k) rows of `kind`.
+    fn alloc_dense(stream: &Arc<CudaStream>, kind: WeightKind, n: usize, k: usize) -> Result<Self> {
+        let row_stride = padded(kind, k);
+        dim(n * row_stride, "weight elements")?;
         Ok(DevLinear {
             kind,
             n,
@@ -112,9 +114,67 @@ impl DevLinear {
             row_stride,
             bpr: 1,
             block: k,
-            data: stream.clone_htod(&buf).map_err(drv("upload weight"))?,
+            data: stream.alloc_zeros::<u8>(n * row_stride * kind.size()).map_err(drv("alloc weight"))?,
             scales: stream.alloc_zeros::<f32>(1).map_err(drv("alloc"))?,
         })
+    }
+
+    /// Row-major (rows, k) bytes of this linear's kind into rows `row0..`: one copy when rows
+    /// need no padding, else padded on the host one tensor at a time.
+    fn write_rows(&mut self, stream: &Arc<CudaStream>, row0: usize, bytes: &[u8]) -> Result<()> {
+        let (es, k) = (self.kind.size(), self.k);
+        let rows = bytes.len() / (k * es);
+        if row0 + rows > self.n || rows * k * es != bytes.len() {
+            return Err(Error::Internal(format!("linear rows {row0}+{rows} of {}", self.n)));
+        }
+        let pitch = self.row_stride * es;
+        let mut dst = self.data.slice_mut(row0 * pitch..(row0 + rows) * pitch);
+        if pitch == k * es {
+            return stream.memcpy_htod(bytes, &mut dst).map_err(drv("upload weight"));
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(rows * pitch).map_err(|_| Error::OutOfMemory)?;
+        for r in bytes.chunks_exact(k * es) {
+            buf.extend_from_slice(r);
+            buf.resize(buf.len() + pitch - k * es, 0);
+        }
+        stream.memcpy_htod(&buf, &mut dst).map_err(drv("upload weight"))
+    }
+
+    fn quant_params(&self, stream: &CudaStream, dst: u64, scales: u64, row_stride: usize, block: usize, bpr: usize) -> Result<QuantParams> {
+        Ok(QuantParams {
+            src: self.data.device_ptr(stream).0,
+            codes: dst,
+            scales,
+            n: dim(self.n, "rows")?,
+            k: dim(self.k, "width")?,
+            src_stride: dim(self.row_stride, "row stride")?,
+            block: dim(block, "block")?,
+            row_stride: dim(row_stride, "row stride")?,
+            bpr: dim(bpr, "blocks per row")?,
+        })
+    }
+
+    /// This checkpoint-dtype linear packed to fp8 on the device: bit-identical to
+    /// `PackedFp8::prepack` on the host (kernels/quant.cu), without the host pass.
+    pub fn to_fp8(&self, gpu: &Gpu, stream: &Arc<CudaStream>, blocking: Blocking) -> Result<Self> {
+        let (n, k) = (self.n, self.k);
+        let block = blocking.block_len(k)?;
+        let bpr = k.div_ceil(block);
+        let row_stride = padded(WeightKind::Fp8, k);
+        let codes = stream.alloc_zeros::<u8>(n * row_stride).map_err(drv("alloc fp8 codes"))?; // (n, row_stride)
+        let scales = stream.alloc_zeros::<f32>(n * bpr).map_err(drv("alloc fp8 scales"))?; // (n, bpr)
+        let p = self.quant_params(stream, codes.device_ptr(stream).0, scales.device_ptr(stream).0, row_stride, block, bpr)?;
+        launch::quant_fp8(gpu, stream, self.kind, &p)?;
+        Ok(DevLinear { kind: WeightKind::Fp8, n, k, row_stride, bpr, block, data: codes, scales })
+    }
+
+    /// This checkpoint-dtype linear rounded to bf16 on the device (as weights.rs on the host).
+    fn to_bf16(&self, gpu: &Gpu, stream: &Arc<CudaStream>) -> Result<Self> {
+        let out = Self::alloc_dense(stream, WeightKind::Bf16, self.n, self.k)?;
+        let p = self.quant_params(stream, out.data.device_ptr(stream).0, 0, out.row_stride, self.k, 1)?;
+        launch::to_bf16(gpu, stream, self.kind, &p)?;
+        Ok(out)
     }
 
     /// Bytes a GEMV reads.
@@ -122,8 +182,19 @@ impl DevLinear {
         self.n * self.row_stride * self.kind.size() + if self.kind == WeightKind::Fp8 { self.n * self.bpr * 4 } else { 0 }
     }
 
-    pub fn ptr(&self, stream: &CudaStream) -> (u64, u64) {
-        (self.data.device_ptr(stream).0, self.scales.device_ptr(stream).0)
+    /// The kernels' view of this weight (params.cuh WeightView).
+    pub fn view(&self, stream: &CudaStream) -> WeightView {
+        // dimensions were checked against i32 when the weight was made
+        WeightView {
+            data: self.data.device_ptr(stream).0,
+            scales: self.scales.device_ptr(stream).0,
+            n: self.n as i32,
+            k: self.k as i32,
+            row_stride: self.row_stride as i32,
+            bpr: self.bpr as i32,
+            block: self.block as i32,
+            pad: 0,
+        }
     }
 }
 
@@ -137,19 +208,35 @@ fn native_kind(t: &TensorView) -> Result<WeightKind> {
     }
 }
 
-/// The embedding table (vocab, hidden) on the device: bf16 for the packed formats, the
-/// checkpoint's dtype for `native`.
+/// The embedding table (vocab, hidden) on the device: the checkpoint's dtype for `native`, bf16
+/// for the other formats (as `Embedding::new` on the host), rows unpadded.
 pub struct DevEmbedding {
     pub kind: WeightKind,
     pub data: CudaSlice<u8>,
 }
 
 impl DevEmbedding {
-    pub fn upload(stream: &Arc<CudaStream>, e: &Embedding) -> Result<Self> {
-        let (kind, bytes): (WeightKind, Vec<u8>) = match e {
-            Embedding::Native(t) => (native_kind(t)?, t.bytes().to_vec()),
-            Embedding::Bf16 { data, .. } => (WeightKind::Bf16, data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    pub fn from_tensor(gpu: &Gpu, stream: &Arc<CudaStream>, t: &TensorView, format: WeightFormat) -> Result<Self> {
+        let kind = native_kind(t)?;
+        let (vocab, hidden) = (t.shape[0], t.shape[1]);
+        dim(vocab * hidden, "embedding elements")?;
+        let data = stream.clone_htod(t.bytes()).map_err(drv("upload embedding"))?;
+        if format == WeightFormat::Native || kind == WeightKind::Bf16 {
+            return Ok(DevEmbedding { kind, data });
+        }
+        let out = stream.alloc_zeros::<u8>(vocab * hidden * 2).map_err(drv("alloc embedding"))?;
+        let p = QuantParams {
+            src: data.device_ptr(stream).0,
+            codes: out.device_ptr(stream).0,
+            scales: 0,
+            n: vocab as i32,
+            k: hidden as i32,
+            src_stride: hidden as i32,
+            block: hidden as i32,
+            row_stride: hidden as i32,
+            bpr: 1,
         };
-        Ok(DevEmbedding { kind, data: stream.clone_htod(&bytes).map_err(drv("upload embedding"))? })
+        launch::to_bf16(gpu, stream, kind, &p)?;
+        Ok(DevEmbedding { kind: WeightKind::Bf16, data: out })
     }
 }

@@ -1,0 +1,54 @@
+//! The CPU backend: a sequence is a `DecodeState` (KV cache + scratch) stepped with the host
+//! `Model`'s forward pass.
+use super::Backend;
+use crate::error::Result;
+use crate::model::Model;
+use crate::sampling::{argmax, top_k_into, Sampler, MAX_TOP_K};
+use crate::session::DecodeState;
+
+impl<'m> Backend for &'m Model {
+    type Seq = DecodeState;
+
+    fn name(self) -> &'static str {
+        "cpu"
+    }
+
+    fn new_seq(self, max_seq: usize) -> Result<DecodeState> {
+        Ok(DecodeState::new(self, max_seq))
+    }
+
+    fn filled(self, seq: &DecodeState) -> usize {
+        seq.filled()
+    }
+
+    fn prefill(self, seq: &mut DecodeState, ids: &[u32]) -> Result<()> {
+        seq.prefill(self, ids).map(|_| ())
+    }
+
+    fn step(self, batch: &mut [(&mut DecodeState, u32)]) -> Result<()> {
+        for (seq, id) in batch.iter_mut() {
+            let pos = seq.filled();
+            seq.step_at(self, *id, pos)?;
+        }
+        Ok(())
+    }
+
+    fn logits(self, seq: &mut DecodeState) -> Result<Vec<f32>> {
+        Ok(seq.logits().to_vec())
+    }
+
+    fn argmax(self, seq: &mut DecodeState) -> Result<u32> {
+        Ok(argmax(seq.logits()))
+    }
+
+    fn top_k(self, seq: &mut DecodeState, k: usize) -> Result<Vec<(u32, f32)>> {
+        let mut cand = Vec::with_capacity(MAX_TOP_K);
+        top_k_into(seq.logits(), k.clamp(1, MAX_TOP_K), &mut cand);
+        Ok(cand)
+    }
+
+    /// The sampler over the full logits (no candidate copy per token).
+    fn sample(self, seq: &mut DecodeState, sampler: &mut Sampler) -> Result<u32> {
+        Ok(sampler.sample(seq.logits()))
+    }
+}
