@@ -33,7 +33,7 @@ for t in "${TARGETS[@]}"; do
   before=$(find "fuzz/artifacts/$t" -type f | wc -l)
   "$BIN/$t" "$WORK/corpus/$t" "fuzz/corpus/$t" \
     -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=256 \
-    -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || true
+    -dict="fuzz/dict/$t.dict" -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || true
   # final stats; after a crash, the last status line (#N)
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1 || true)

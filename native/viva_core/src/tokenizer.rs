@@ -109,7 +109,8 @@ enum Piece {
 /// a lone piece; a byte-fallback or byte-level token can hold part of a character), so each push
 /// decodes a short window `ids[prefix..]` and emits what it adds beyond `ids[prefix..read]`
 /// (TGI's prefix/read offsets). Text is held back while
-/// - it ends in U+FFFD: an incomplete character that the next token may finish;
+/// - it ends in U+FFFD: an incomplete character that the next token may finish (for at most
+///   `MAX_FFFD_HOLDS` pushes: U+FFFD can be text, too);
 /// - the last id is a `<0xNN>` token: HF's ByteFallback decoder judges a whole run of byte tokens
 ///   at once and turns every byte of an invalid run into U+FFFD, so a run that decodes cleanly
 ///   now may be rewritten by the next byte (`<0xEC><0x80><0x98>` is "쀘", plus `<0x98>` is six
@@ -122,10 +123,15 @@ pub struct Detokenizer {
     prefix: usize,
     /// Ids before `read` have been emitted.
     read: usize,
+    /// Pushes in a row held back for a trailing U+FFFD.
+    fffd_holds: usize,
 }
 
 /// Byte tokens held back past `read` before a clean run is emitted anyway (one emoji is 4).
 const MAX_BYTE_RUN: usize = 64;
+/// Pushes in a row held for a trailing U+FFFD before it counts as text: twice the longest
+/// character's bytes.
+const MAX_FFFD_HOLDS: usize = 8;
 
 impl Detokenizer {
     pub fn new() -> Self {
@@ -134,6 +140,12 @@ impl Detokenizer {
 
     /// Adds one id; returns the newly completed text (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        // a skipped id (special token, id past the vocabulary) is invisible to the decode of
+        // any window, so it is not kept: a long run of them would grow the window (each push
+        // decoding it again: quadratic)
+        if tok.piece(id) == Piece::Skipped {
+            return Ok(String::new());
+        }
         self.ids.push(id);
         if self.ids.len() - self.read < MAX_BYTE_RUN && self.in_byte_run(tok) {
             return Ok(String::new());
@@ -155,9 +167,15 @@ impl Detokenizer {
     fn flush(&mut self, tok: &Tokenizer, last: bool) -> Result<String> {
         let before = tok.decode(&self.ids[self.prefix..self.read], true)?;
         let after = tok.decode(&self.ids[self.prefix..], true)?;
-        if !last && after.ends_with('\u{FFFD}') {
+        // a trailing U+FFFD may be a character the next ids complete — but not after
+        // MAX_FFFD_HOLDS pushes (a character is at most 4 bytes): then it is text (U+FFFD in
+        // the text itself, or invalid bytes), and holding it longer would hold the rest forever
+        // while every push decoded a growing window
+        if !last && after.ends_with('\u{FFFD}') && self.fffd_holds < MAX_FFFD_HOLDS {
+            self.fffd_holds += 1;
             return Ok(String::new());
         }
+        self.fffd_holds = 0;
         let new = match after.strip_prefix(before.as_str()) {
             Some(new) => new.to_string(),
             // The window's decode rewrote text already emitted (only a decoder unlike both

@@ -243,6 +243,29 @@ fn long_byte_fallback_run_streams_before_it_ends() {
     assert!(before_end.len() >= "𠜎".len() * 10, "held back too long: {before_end:?}");
 }
 
+/// Text that contains U+FFFD itself (an invalid byte a model emitted, or the character) streams
+/// too: a trailing U+FFFD is held at most 64 ids, not to the end (which held everything after it
+/// and decoded an ever-growing window on every push). Ids that decode to nothing (special
+/// tokens, ids past the vocabulary) in long runs change nothing. Found by the tokenizer fuzz
+/// target (fuzz/regressions/tokenizer/).
+#[test]
+fn text_with_replacement_characters_streams_before_it_ends() {
+    for key in ["tinyllama", "llama3"] {
+        let tok = tokenizer(key);
+        let text = format!("{} and then some words", "\u{FFFD}".repeat(100));
+        let ids = tok.encode(&text, false).unwrap();
+        let (streamed, chunks) = detokenize_all(&tok, &ids);
+        assert_eq!(streamed, tok.decode(&ids, true).unwrap(), "{key}");
+        let n = chunks.len();
+        assert!(!chunks[..n - 1].concat().is_empty(), "{key}: everything was held to the end");
+        // 5000 ids past the vocabulary between two words
+        let mut ids = tok.encode("Hello", false).unwrap();
+        ids.extend(std::iter::repeat_n(tok.vocab_size() as u32 + 7, 5000));
+        ids.extend(tok.encode(" world", false).unwrap());
+        assert_eq!(detokenize_all(&tok, &ids).0, tok.decode(&ids, true).unwrap(), "{key}");
+    }
+}
+
 #[test]
 fn tokenizer_and_detokenizer_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
