@@ -100,10 +100,10 @@ impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>, cc: (i32, i32), smem_optin: usize) -> Result<Self> {
         let arch = format!("sm_{}{}", cc.0, cc.1);
         // VIVA_FP8_HW_CVT=0|1 overrides the fp8 GEMV's E4M3 decode (kernels/decode.cu), for A/B runs
-        let prelude = match std::env::var("VIVA_FP8_HW_CVT").as_deref() {
-            Ok("0") => "#define FP8_HW_CVT 0\n",
-            Ok("1") => "#define FP8_HW_CVT 1\n",
-            _ => "",
+        let prelude = match crate::tuning::get().fp8_hw_cvt {
+            Some(false) => "#define FP8_HW_CVT 0\n",
+            Some(true) => "#define FP8_HW_CVT 1\n",
+            None => "",
         };
         let src: String =
             std::iter::once(prelude.to_string()).chain(SOURCES.iter().map(|(name, s)| format!("// ---- {name}\n{s}\n"))).collect();
@@ -154,8 +154,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// $VIVA_KERNEL_CACHE, else $XDG_CACHE_HOME/viva_tensor/kernels, else ~/.cache/viva_tensor/kernels.
 fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VIVA_KERNEL_CACHE") {
-        return Some(PathBuf::from(d));
+    if let Some(d) = &crate::tuning::get().kernel_cache {
+        return Some(d.clone());
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
