@@ -80,10 +80,10 @@ mod peak {
     }
     /// 12 independent FMA chains (16 MACs each per step).
     pub fn fma() -> f32 {
-        if !is_x86_feature_detected!("avx512f") {
+        if !viva_core::tuning::get().cpu_has.avx512 {
             return 0.0;
         }
-        // SAFETY: AVX-512F checked above; registers only.
+        // SAFETY: AVX-512F checked above (the CPU's own features, switches aside); registers only.
         unsafe { fma_loop() }
     }
     #[target_feature(enable = "avx512f")]
@@ -93,7 +93,7 @@ mod peak {
     }
     /// 12 independent 256-bit FMA chains (8 MACs each per step): the AVX2 kernel's peak.
     pub fn fma256() -> f32 {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !viva_core::tuning::get().cpu_has.avx2 {
             return 0.0;
         }
         // SAFETY: AVX2/FMA checked above; registers only.
@@ -111,7 +111,7 @@ mod peak {
     }
     /// 12 independent vdpbf16ps chains (32 MACs each per step).
     pub fn dpbf16() -> f32 {
-        if !(is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f")) {
+        if !viva_core::tuning::get().cpu_has.avx512_bf16 {
             return 0.0;
         }
         // SAFETY: AVX512_BF16 checked above; registers only.

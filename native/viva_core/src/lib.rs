@@ -22,6 +22,7 @@ pub mod session;
 pub mod simd;
 pub mod tensor;
 pub mod tokenizer;
+pub mod tuning;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! AVX-512 row dot products for the decode GEMVs (one weight row · x), chosen at run time
-//! (`is_x86_feature_detected!`), with AVX2 twins where CPUs without AVX-512 need them (16-bit
+//! (tuning.rs), with AVX2 twins where CPUs without AVX-512 need them (16-bit
 //! weights, attention's q·k); `None` means "not here": the caller runs its portable lane loop,
 //! which stays the `_ref`-tested fallback. Weights decode in registers:
 //! bf16 → f32 by a 16-bit shift, f16 → f32 by `vcvtph2ps`. E4M3 in the dots → f32 by integer
@@ -11,53 +11,23 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether the AVX-512 paths run on this CPU (detected once).
+/// Whether the AVX-512 paths run here (`tuning`: the CPU has AVX-512F, not `VIVA_NO_AVX512`).
+#[inline]
 pub fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| {
-            std::env::var_os("VIVA_NO_AVX512").is_none()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::tuning::get().avx512
 }
 
-/// Whether the AVX2 kernels (with FMA and F16C) run on this CPU (detected once): what CPUs
-/// without AVX-512 use before the portable lanes.
+/// Whether the AVX2 kernels (with FMA and F16C) run here (`tuning`): what CPUs without AVX-512
+/// use before the portable lanes.
+#[inline]
 pub fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| {
-            std::env::var_os("VIVA_NO_AVX2").is_none()
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::tuning::get().avx2
 }
 
 /// Whether AVX512_BF16 (`vdpbf16ps`, `vcvtneps2bf16`) runs here, on top of [`avx512`].
+#[inline]
 pub fn avx512_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| {
-            avx512()
-                && std::env::var_os("VIVA_NO_AVX512_BF16").is_none()
-                && is_x86_feature_detected!("avx512bf16")
-                && is_x86_feature_detected!("avx512bw")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::tuning::get().avx512_bf16
 }
 
 /// `dst[i]` = bf16 bits of `src[i]`, round to nearest even ([`bf16_round`]: as

@@ -44,3 +44,20 @@ fn a_batched_step_equals_each_sequence_alone() {
     assert_eq!(e.top_k(s, 1).unwrap()[0].0, e.argmax(s).unwrap());
     assert_eq!(e.logits(s).unwrap().len(), llm.config.vocab_size);
 }
+
+/// `backend::info()` says which CPU kernels run; the switches in this process's environment show.
+#[test]
+fn info_reports_the_cpu_level_and_kernels() {
+    let i = viva_core::backend::info();
+    let t = viva_core::tuning::get();
+    assert_eq!(i.cpu_level, t.cpu_level());
+    for k in ["cpu_level", "gemv", "gemm_f32", "gemm_bf16", "attention"] {
+        assert!(i.cpu_kernels.iter().any(|(n, _)| *n == k), "{k} missing from {:?}", i.cpu_kernels);
+    }
+    let on = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0");
+    if on("VIVA_NO_AVX2") && (on("VIVA_NO_AVX512") || !t.cpu_has.avx512) {
+        assert_eq!(i.cpu_level, "portable");
+        assert!(!viva_core::simd::avx2());
+    }
+    assert_eq!(viva_core::simd::avx512(), t.avx512);
+}

@@ -204,12 +204,29 @@ pub struct BackendInfo {
     pub gpu_memory: Option<usize>,
     pub sm_count: Option<usize>,
     pub cpu_threads: usize,
+    /// The CPU kernel level in use: "avx512+bf16", "avx512", "avx2" or "portable" (tuning.rs).
+    pub cpu_level: &'static str,
+    /// Which CPU kernels run and why: (kernel, choice and reason), e.g. ("gemm_bf16", "f32 tiles
+    /// on bf16-rounded values (no AVX512_BF16)").
+    pub cpu_kernels: Vec<(&'static str, String)>,
     /// The backend `Device::Auto` picks: "cuda" or "cpu".
     pub auto: &'static str,
 }
 
 pub fn info() -> BackendInfo {
-    let cpu_threads = rayon::current_num_threads();
+    let t = crate::tuning::get();
+    let cpu = BackendInfo {
+        cuda_available: false,
+        cuda_reason: String::new(),
+        gpu_name: None,
+        compute_capability: None,
+        gpu_memory: None,
+        sm_count: None,
+        cpu_threads: rayon::current_num_threads(),
+        cpu_level: t.cpu_level(),
+        cpu_kernels: t.cpu_kernels(),
+        auto: "cpu",
+    };
     #[cfg(feature = "cuda")]
     {
         match cuda::gpu() {
@@ -220,25 +237,12 @@ pub fn info() -> BackendInfo {
                 compute_capability: Some(g.cc),
                 gpu_memory: Some(g.total_mem),
                 sm_count: Some(g.sm_count),
-                cpu_threads,
                 auto: "cuda",
+                ..cpu
             },
-            Err(e) => unavailable(e.to_string(), cpu_threads),
+            Err(e) => BackendInfo { cuda_reason: e.to_string(), ..cpu },
         }
     }
     #[cfg(not(feature = "cuda"))]
-    unavailable("built without the cuda feature".into(), cpu_threads)
-}
-
-fn unavailable(reason: String, cpu_threads: usize) -> BackendInfo {
-    BackendInfo {
-        cuda_available: false,
-        cuda_reason: reason,
-        gpu_name: None,
-        compute_capability: None,
-        gpu_memory: None,
-        sm_count: None,
-        cpu_threads,
-        auto: "cpu",
-    }
+    BackendInfo { cuda_reason: "built without the cuda feature".into(), ..cpu }
 }

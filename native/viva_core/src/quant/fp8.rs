@@ -307,8 +307,8 @@ fn quantize_row(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize)
         return unsafe { quantize_row_avx512(row, codes, scales, block) };
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("sse4.1") {
-        // SAFETY: the CPU has the features (checked just above); the body is safe Rust.
+    if crate::simd::avx2() {
+        // SAFETY: the CPU has AVX2, FMA and SSE4.1 (checked by `avx2`); the body is safe Rust.
         return unsafe { quantize_row_avx2(row, codes, scales, block) };
     }
     quantize_row_body(row, codes, scales, block)

@@ -81,8 +81,8 @@ pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f3
         return v;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); the body is safe Rust.
+    if crate::simd::avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `avx2`); the body is safe Rust.
         return unsafe { dot_fp8_row_avx2(w, r, x) };
     }
     dot_fp8_row_body(w, r, x)

@@ -141,10 +141,10 @@ impl Kernels {
         // CompileOptions::arch wants a &'static str: leaked once (Kernels load once per process)
         let arch_static: &'static str = Box::leak(arch.clone().into_boxed_str());
         // VIVA_FP8_HW_CVT=0|1 overrides the fp8 GEMV's E4M3 decode (kernels/gemv.cu), for A/B runs
-        let gemv_prelude = match std::env::var("VIVA_FP8_HW_CVT").as_deref() {
-            Ok("0") => "#define FP8_HW_CVT 0\n",
-            Ok("1") => "#define FP8_HW_CVT 1\n",
-            _ => "",
+        let gemv_prelude = match crate::tuning::get().fp8_hw_cvt {
+            Some(false) => "#define FP8_HW_CVT 0\n",
+            Some(true) => "#define FP8_HW_CVT 1\n",
+            None => "",
         };
         let mut origins = Vec::new();
         let mut modules = Vec::new();
@@ -217,8 +217,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// $VIVA_KERNEL_CACHE, else $XDG_CACHE_HOME/viva_tensor/kernels, else ~/.cache/viva_tensor/kernels.
 fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VIVA_KERNEL_CACHE") {
-        return Some(PathBuf::from(d));
+    if let Some(d) = &crate::tuning::get().kernel_cache {
+        return Some(d.clone());
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)

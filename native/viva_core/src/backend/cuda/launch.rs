@@ -60,14 +60,13 @@ fn pdl_enabled(stream: &CudaStream) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let cc = stream.context().attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
-        cc >= 9 && std::env::var_os("VIVA_NO_PDL").is_none_or(|v| v.is_empty() || v == "0")
+        cc >= 9 && !crate::tuning::get().no_pdl
     })
 }
 
 /// GEMV blocks per SM (VIVA_GEMV_BLOCKS_PER_SM overrides, for tuning runs).
 fn gemv_blocks_per_sm() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| std::env::var("VIVA_GEMV_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(2))
+    crate::tuning::get().gemv_blocks_per_sm
 }
 
 /// One GEMV (kernels/gemv.cu) of `p.w` with `mode`'s epilogue: units (row pairs) split over

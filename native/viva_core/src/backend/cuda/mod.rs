@@ -69,7 +69,7 @@ pub(crate) fn drv(what: &str) -> impl Fn(DriverError) -> Error + '_ {
 }
 
 fn init() -> std::result::Result<Arc<Gpu>, String> {
-    if std::env::var_os("VIVA_DISABLE_CUDA").is_some_and(|v| !v.is_empty() && v != "0") {
+    if crate::tuning::get().disable_cuda {
         return Err("disabled by VIVA_DISABLE_CUDA".into());
     }
     // SAFETY: these only try to open the shared libraries.
