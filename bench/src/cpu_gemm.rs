@@ -1,7 +1,7 @@
 //! Prefill GEMM throughput (viva_core::gemm) against this machine's multiply-add peak, measured
 //! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
 //! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
-//! Second table: the decode GEMV (`ops::linear`, m = 1) on the same shapes, in GB/s of weights
+//! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in GB/s of weights
 //! read against the read bandwidth of all cores measured in the same run (its roofline).
 //!
 //! cargo run --release -p viva_bench --bin cpu_gemm -- [--no-append]
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use viva_core::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
-use viva_core::ops;
+use viva_core::backend::cpu::{linear, ops};
 use viva_core::quant::fp8::Blocking;
 use viva_core::tensor::TensorView;
 use viva_core::weights::{Activations, Linear, WeightFormat};
@@ -195,11 +195,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let w = &ws[0];
             let x: Vec<f32> = (0..k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
             let mut out = vec![0.0; n];
-            ws.iter().for_each(|w| ops::linear(w, &x, &mut out, act)); // warm-up
+            ws.iter().for_each(|w| linear::linear(w, &x, &mut out, act)); // warm-up
             let reps = 2 * copies;
             let t = Instant::now();
             for i in 0..reps {
-                ops::linear(&ws[i % copies], &x, &mut out, act);
+                linear::linear(&ws[i % copies], &x, &mut out, act);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let gbs = w.nbytes() as f64 / s / 1e9;

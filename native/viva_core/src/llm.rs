@@ -8,7 +8,7 @@ use crate::chat::{ChatTemplate, Message};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::model::Model;
+use crate::backend::cpu::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
 use crate::tokenizer::{Detokenizer, Tokenizer};

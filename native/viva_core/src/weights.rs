@@ -9,10 +9,12 @@
 //! weight, gate and up into one [2·inter, hidden] weight (gate rows first), so a decode step
 //! walks one weight per input vector. `Native` cannot concatenate without copying, so it keeps
 //! the parts and walks them in order: same rows, same results.
+use std::cell::RefCell;
+
 use half::bf16;
 
 use crate::error::{Error, Result};
-use crate::quant::fp8::{Blocking, PackedFp8};
+use crate::quant::fp8::{e4m3_decode_arith, Blocking, PackedFp8};
 use crate::tensor::{DType, TensorView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,7 @@ impl Linear {
             // row by row from the parts: no fused n × k f32 copy (its page faults were a large
             // part of a GGUF load)
             WeightFormat::Fp8(blocking) => Linear::Fp8(PackedFp8::prepack_rows(n, k, blocking, |r, row| {
-                if let Some((p, pr)) = crate::gemm::native_row(parts, r) {
+                if let Some((p, pr)) = crate::weights::native_row(parts, r) {
                     p.read_f32_into(pr * k, row);
                 }
             })?),
@@ -145,10 +147,113 @@ impl Embedding {
     }
 }
 
+// ---- row access: one weight row as the kernels read it (GEMV fallbacks, GEMM band expansion)
+
+/// Row `r` of `w` as exact f32 (k values).
+pub(crate) fn expand_row_f32(w: &Linear, r: usize, dst: &mut [f32]) {
+    let k = dst.len();
+    match w {
+        Linear::Native(parts) => {
+            if let Some((p, r)) = native_row(parts, r) {
+                p.read_f32_into(r * k, dst);
+            }
+        }
+        Linear::Bf16 { data, .. } => {
+            for (d, &b) in dst.iter_mut().zip(&data[r * k..(r + 1) * k]) {
+                *d = f32::from_bits((b as u32) << 16);
+            }
+        }
+        Linear::Fp8(p) => {
+            let (codes, scales) = p.row(r);
+            if crate::backend::cpu::simd::fp8_row_to_f32(codes, scales, p.block, dst) {
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::backend::cpu::simd::avx2() {
+                // SAFETY: AVX2/FMA present (checked by `avx2`); the body is safe Rust.
+                return unsafe { fp8_row_f32_avx2(codes, scales, p.block, dst) };
+            }
+            fp8_row_f32(codes, scales, p.block, dst)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fp8_row_f32_avx2(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
+    fp8_row_f32(codes, scales, block, dst)
+}
+
+/// An fp8 row as exact f32 (code value × its block's scale, one rounding) without AVX-512:
+/// block by block with the branch-free decode, so the loop vectorises.
+#[inline(always)]
+fn fp8_row_f32(codes: &[u8], scales: &[f32], block: usize, dst: &mut [f32]) {
+    for ((d, c), &s) in dst.chunks_mut(block).zip(codes.chunks(block)).zip(scales) {
+        for (d, &c) in d.iter_mut().zip(c) {
+            *d = e4m3_decode_arith(c) * s;
+        }
+    }
+}
+
+/// Row `r` of `w` rounded to bf16 bits (k = dst.len()): bf16 weights as they are, the others
+/// expanded exactly (`expand_row_f32`) and rounded to nearest even (`simd::f32_to_bf16`).
+pub(crate) fn expand_row_bf16(w: &Linear, r: usize, dst: &mut [u16]) {
+    let k = dst.len();
+    if let Some(bytes) = bf16_row_bytes(w, r, k) {
+        dst.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(d, b)| *d = u16::from_le_bytes([b[0], b[1]]));
+        return;
+    }
+    ROW_F32.with(|b| {
+        let mut row = b.borrow_mut();
+        row.resize(k, 0.0);
+        expand_row_f32(w, r, &mut row);
+        crate::backend::cpu::simd::f32_to_bf16(&row, dst);
+    });
+}
+
+/// Row `r` (k weights) of a linear whose weights are bf16 already — the Bf16 format or a
+/// native BF16 part — as its 2k little-endian bytes; `None` for other weights.
+pub(crate) fn bf16_row_bytes(w: &Linear, r: usize, k: usize) -> Option<&[u8]> {
+    match w {
+        Linear::Bf16 { data, .. } => crate::backend::cpu::simd::u16_le_bytes(&data[r * k..(r + 1) * k]),
+        Linear::Native(parts) => match native_row(parts, r) {
+            Some((p, pr)) if p.dtype == crate::tensor::DType::BF16 => Some(&p.bytes()[pr * 2 * k..(pr + 1) * 2 * k]),
+            _ => None,
+        },
+        Linear::Fp8(_) => None,
+    }
+}
+
+/// Row `r` of a fused native linear: the part that holds it and the row inside that part.
+pub(crate) fn native_row<T: std::borrow::Borrow<TensorView>>(parts: &[T], r: usize) -> Option<(&TensorView, usize)> {
+    let mut r = r;
+    for p in parts.iter().map(|p| p.borrow()) {
+        if r < p.shape[0] {
+            return Some((p, r));
+        }
+        r -= p.shape[0];
+    }
+    None
+}
+
+/// Element (r, c) of `w` as f32, the way `expand_row_f32` reads it, one at a time.
+pub fn weight_at(w: &Linear, r: usize, c: usize) -> f32 {
+    match w {
+        Linear::Native(parts) => native_row(parts, r).map_or(f32::NAN, |(p, r)| p.get_f32(r * p.shape[1] + c)),
+        Linear::Bf16 { k, data, .. } => f32::from_bits((data[r * k + c] as u32) << 16),
+        Linear::Fp8(p) => p.get(r, c),
+    }
+}
+
+thread_local! {
+    /// One row expanded to f32 on its way to bf16 (k).
+    static ROW_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops;
+    use crate::backend::cpu::linear;
 
     fn tensor(name: &str, n: usize, k: usize, seed: usize) -> TensorView {
         let data: Vec<f32> = (0..n * k).map(|i| (((i + seed) * 7919 % 541) as f32 - 270.0) / 300.0).collect();
@@ -164,7 +269,7 @@ mod tests {
         let mut want = Vec::new();
         for p in &parts {
             let mut o = vec![0.0; p.shape[0]];
-            ops::matvec_ref(p, &x, &mut o);
+            linear::matvec_ref(p, &x, &mut o);
             want.extend(o);
         }
         let refs: Vec<&TensorView> = parts.iter().collect();
@@ -176,7 +281,7 @@ mod tests {
             let lin = Linear::fuse(&refs, format)?;
             assert_eq!(lin.shape(), (64, k));
             let mut got = vec![0.0; 64];
-            ops::linear(&lin, &x, &mut got, Activations::F32);
+            linear::linear(&lin, &x, &mut got, Activations::F32);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{format:?} row {i}: {a} vs {b}");
             }
@@ -185,8 +290,8 @@ mod tests {
         if let Linear::Fp8(p) = Linear::fuse(&refs, WeightFormat::default())? {
             let deq = TensorView::from_f32("deq", vec![64, k], &p.dequantize());
             let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
-            ops::linear(&Linear::Fp8(p), &x, &mut a, Activations::F32);
-            ops::matvec_ref(&deq, &x, &mut b);
+            linear::linear(&Linear::Fp8(p), &x, &mut a, Activations::F32);
+            linear::matvec_ref(&deq, &x, &mut b);
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()));
             }

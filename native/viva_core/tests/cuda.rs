@@ -128,13 +128,13 @@ fn concurrent_generations_share_one_model() {
     }
 }
 
-/// Each GEMV epilogue and weight kind against the CPU linear (ops::linear over the same packed
+/// Each GEMV epilogue and weight kind against the CPU linear (backend::cpu::linear::linear over the same packed
 /// weights), on shapes with odd rows and K not a multiple of the 16-byte vector.
 #[test]
 fn gemv_kernels_match_the_cpu_linear() {
     use viva_core::backend::cuda::check;
     use viva_core::backend::cuda::kernels::GemvMode;
-    use viva_core::ops;
+    use viva_core::backend::cpu::{linear, ops};
     use viva_core::tensor::TensorView;
     use viva_core::weights::Linear;
     let Some(_gpu) = gpu_or_skip() else { return };
@@ -149,7 +149,7 @@ fn gemv_kernels_match_the_cpu_linear() {
             let mut xn = vec![0.0; k];
             ops::rmsnorm(&mut xn, &x, &nw, 1e-5);
             let mut want = vec![0.0; n];
-            ops::linear(&lin, &xn, &mut want, viva_core::weights::Activations::F32);
+            linear::linear(&lin, &xn, &mut want, viva_core::weights::Activations::F32);
             let tol = |a: &[f32], b: &[f32], what: &str| {
                 close(a, b, 1e-4, 1e-4).unwrap_or_else(|e| panic!("{w:?} {n}x{k} {what}: {e}"));
             };

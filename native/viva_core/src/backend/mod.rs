@@ -13,9 +13,9 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::backend::cpu::model::Model;
 use crate::sampling::Sampler;
-use crate::session::DecodeState;
+use crate::backend::cpu::state::DecodeState;
 
 /// What a backend does for one model. Implemented by a borrowed model (`&Model` in cpu/,
 /// `&CudaModel` in cuda/seq.rs), so a sequence may borrow the weights it runs on.

@@ -301,13 +301,13 @@ impl PackedFp8 {
 /// the same body is compiled for them (rounding becomes one instruction instead of a libm call).
 fn quantize_row(row: &[f32], codes: &mut [u8], scales: &mut [f32], block: usize) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() && block.is_multiple_of(16) && codes.len() >= row.len() && scales.len() >= row.len().div_ceil(block) {
+    if crate::tuning::get().avx512 && block.is_multiple_of(16) && codes.len() >= row.len() && scales.len() >= row.len().div_ceil(block) {
         // SAFETY: AVX-512F is present; the vector loop reads and writes whole blocks (whole
         // 16-vectors) below row.len() ≤ codes.len(), scales below row.len() / block.
         return unsafe { quantize_row_avx512(row, codes, scales, block) };
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx2() {
+    if crate::tuning::get().avx2 {
         // SAFETY: the CPU has AVX2, FMA and SSE4.1 (checked by `avx2`); the body is safe Rust.
         return unsafe { quantize_row_avx2(row, codes, scales, block) };
     }

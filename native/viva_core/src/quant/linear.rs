@@ -77,11 +77,11 @@ fn check_shapes(name: &str, x_len: usize, w: &PackedFp8, bias: Option<&[f32]>, o
 /// Needs r < n and x.len() ≥ k (callers validate; out of range indexes like a slice).
 pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f32 {
     let (codes, scales) = w.row(r);
-    if let Some(v) = xs.and_then(|xs| crate::simd::dot_fp8(codes, scales, w.block, &xs[..w.k.min(xs.len())])) {
+    if let Some(v) = xs.and_then(|xs| crate::backend::cpu::simd::dot_fp8(codes, scales, w.block, &xs[..w.k.min(xs.len())])) {
         return v;
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx2() {
+    if crate::backend::cpu::simd::avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked by `avx2`); the body is safe Rust.
         return unsafe { dot_fp8_row_avx2(w, r, x) };
     }
@@ -91,7 +91,7 @@ pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f3
 /// x prepared for [`dot_fp8_row`] into `buf` (`simd::fp8_x`): `Some` when the AVX-512 dot
 /// takes it.
 pub fn fp8_input<'b>(x: &[f32], buf: &'b mut Vec<f32>) -> Option<&'b [f32]> {
-    crate::simd::fp8_x(x, buf).then_some(&buf[..])
+    crate::backend::cpu::simd::fp8_x(x, buf).then_some(&buf[..])
 }
 
 /// [`dot_fp8_row`] compiled for the baseline target only (tests compare the two).
@@ -242,7 +242,7 @@ pub fn linear_swiglu_fp8<A: Activation>(x: &[A], w: &PackedFp8, bias: Option<&[f
         for (i, y) in (i0..).zip(o.iter_mut()) {
             let g = dot_fp8_row(w, i, xt, xs) + bias_at(bias, i);
             let u = dot_fp8_row(w, inter + i, xt, xs) + bias_at(bias, inter + i);
-            *y = crate::ops::silu(g) * u;
+            *y = crate::backend::cpu::ops::silu(g) * u;
         }
     });
     Ok(())
@@ -296,5 +296,5 @@ pub fn linear_swiglu_fp8_ref(x: &[f32], w: &PackedFp8, bias: Option<&[f32]>) -> 
     }
     let full = linear_fp8_w8a16_ref(x, w, bias)?;
     let inter = w.n / 2;
-    Ok(full.chunks(w.n).flat_map(|row| (0..inter).map(move |i| crate::ops::silu(row[i]) * row[inter + i])).collect())
+    Ok(full.chunks(w.n).flat_map(|row| (0..inter).map(move |i| crate::backend::cpu::ops::silu(row[i]) * row[inter + i])).collect())
 }

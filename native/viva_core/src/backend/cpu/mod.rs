@@ -1,10 +1,19 @@
 //! The CPU backend: a sequence is a `DecodeState` (KV cache + scratch) stepped with the host
 //! `Model`'s forward pass.
+pub mod attn;
+pub mod gemm;
+pub mod kv_cache;
+pub mod linear;
+pub mod model;
+pub mod ops;
+pub mod simd;
+pub mod state;
+
 use super::Backend;
 use crate::error::Result;
-use crate::model::Model;
+use crate::backend::cpu::model::Model;
 use crate::sampling::{argmax, top_k_into, Sampler, MAX_TOP_K};
-use crate::session::DecodeState;
+use crate::backend::cpu::state::DecodeState;
 
 impl<'m> Backend for &'m Model {
     type Seq = DecodeState;

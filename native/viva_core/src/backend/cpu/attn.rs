@@ -20,7 +20,7 @@ pub fn partial_len(g: usize, hd: usize) -> usize {
 
 /// Whether [`group_chunk`] runs here for this head_dim.
 pub fn available(hd: usize) -> bool {
-    crate::simd::avx512() && (hd == 64 || hd == 128)
+    crate::backend::cpu::simd::avx512() && (hd == 64 || hd == 128)
 }
 
 /// Query heads `q` (g × hd, consecutive heads of one KV group) over positions t0..t1 of K/V
@@ -153,7 +153,7 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
         let mut t = 0;
         while t < n {
             let mask: __mmask16 = if n - t >= 16 { 0xFFFF } else { (1u16 << (n - t)) - 1 };
-            let e = crate::simd::exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, base.add(t)), m));
+            let e = crate::backend::cpu::simd::exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, base.add(t)), m));
             _mm512_mask_storeu_ps(base.add(t), mask, e);
             sum = _mm512_mask_add_ps(sum, mask, sum, e);
             t += 16;
@@ -224,7 +224,7 @@ mod tests {
     /// sum16 against plain sums.
     #[test]
     fn sum16_gives_each_vectors_sum_in_its_lane() {
-        if !crate::simd::avx512() {
+        if !crate::backend::cpu::simd::avx512() {
             eprintln!("no AVX-512: skipped");
             return;
         }

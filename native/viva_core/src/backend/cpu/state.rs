@@ -3,8 +3,8 @@
 //! the two paths run the same code and give the same tokens.
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
-use crate::model::{BatchScratch, Model, Scratch};
+use crate::backend::cpu::kv_cache::KvCache;
+use crate::backend::cpu::model::{BatchScratch, Model, Scratch};
 
 pub struct DecodeState {
     /// The config the buffers were sized for; stepping with another model's weights is refused.

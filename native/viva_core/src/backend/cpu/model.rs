@@ -2,10 +2,11 @@
 //! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{linear_batch, GemmBuf};
-use crate::kv_cache::{put_row, KvCache};
+use crate::backend::cpu::gemm::{linear_batch, GemmBuf};
+use crate::backend::cpu::kv_cache::{put_row, KvCache};
+use crate::backend::cpu::linear::linear;
+use crate::backend::cpu::ops::{self, AttnShape};
 use crate::llama_tensors::LlamaTensors;
-use crate::ops::{self, AttnShape};
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
 use crate::weights::{Activations, Embedding, Linear, WeightFormat};
@@ -160,7 +161,7 @@ impl Model {
             let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, c.rms_norm_eps);
-            ops::linear(&layer.qkv, &s.xb, &mut s.qkv, self.activations);
+            linear(&layer.qkv, &s.xb, &mut s.qkv, self.activations);
             let (q, kv_new) = s.qkv.split_at_mut(q_dim);
             let (k_new, v_new) = kv_new.split_at_mut(kv_dim);
             ops::apply_rope(q, hd, &s.cos, &s.sin);
@@ -168,20 +169,20 @@ impl Model {
             put_row(k_cache, max_seq, hd, pos, k_new);
             put_row(v_cache, max_seq, hd, pos, v_new);
             ops::attention(&shape, q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
-            ops::linear(&layer.wo, &s.attn, &mut s.xb, self.activations);
+            linear(&layer.wo, &s.attn, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
 
             // MLP block: x += down(silu(gate(n)) * up(n)), n = rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.mlp_norm, c.rms_norm_eps);
-            ops::linear(&layer.gate_up, &s.xb, &mut s.gate_up, self.activations);
+            linear(&layer.gate_up, &s.xb, &mut s.gate_up, self.activations);
             let (gate, up) = s.gate_up.split_at_mut(inter);
             gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = ops::silu(*g) * u);
-            ops::linear(&layer.down, gate, &mut s.xb, self.activations);
+            linear(&layer.down, gate, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
         }
 
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
-        ops::linear(&self.lm_head, &s.xb, &mut s.logits, self.activations);
+        linear(&self.lm_head, &s.xb, &mut s.logits, self.activations);
         Ok(&s.logits)
     }
 
@@ -260,7 +261,7 @@ impl Model {
         // only the last row's logits are needed: one GEMV
         let last = &x[(m - 1) * h..];
         ops::rmsnorm(&mut xb[..h], last, &self.norm, c.rms_norm_eps);
-        ops::linear(&self.lm_head, &xb[..h], logits, self.activations);
+        linear(&self.lm_head, &xb[..h], logits, self.activations);
         Ok(())
     }
 }
