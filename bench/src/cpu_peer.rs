@@ -117,8 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         // positions 0..ctx stay zero; buffers allocated once, outside the timed loop
         let max_seq = ctx + CTX_STEPS + 1;
-        let mut kv = KvCache::new(cfg, max_seq);
-        let mut scratch = Scratch::new(cfg, max_seq);
+        let mut kv = KvCache::new(cfg, max_seq)?;
+        let mut scratch = Scratch::new(cfg, max_seq)?;
         let mut sampler = Sampler::new(0.0, None, 1.0, 0);
         let start = ids(ctx + 1)[ctx];
         llm.model()?.forward(start, ctx, &mut kv, &mut scratch)?; // the first token, untimed as in generate

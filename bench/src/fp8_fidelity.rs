@@ -29,7 +29,7 @@ fn load(path: &Path, weights: WeightFormat) -> Result<Llm, viva_core::Error> {
 /// Logits after each prefix `ids[..prompt_len + i]`, i in 0..=steps (teacher forcing).
 fn logits_along(llm: &Llm, ids: &[u32], prompt_len: usize) -> Result<Vec<Vec<f32>>, viva_core::Error> {
     let model = llm.model()?;
-    let mut s = DecodeState::new(model, ids.len() + 1);
+    let mut s = DecodeState::new(model, ids.len() + 1)?;
     let mut out = vec![s.prefill(model, &ids[..prompt_len])?.to_vec()];
     for &id in &ids[prompt_len..] {
         let pos = s.filled();

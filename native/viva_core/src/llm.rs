@@ -137,7 +137,7 @@ fn open_checkpoint(path: &Path) -> Result<(Checkpoint, ModelConfig, Option<Strin
         let g = Gguf::open(path)?;
         let config = g.llama_config()?;
         let chat = crate::gguf::tokenizer::chat_template(&g);
-        Ok((g.to_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat))
+        Ok((g.model_checkpoint(&config)?, config, Some(crate::gguf::tokenizer::tokenizer_json(&g)?), chat))
     } else {
         let ckpt = Checkpoint::open(path)?;
         let config = ModelConfig::for_checkpoint(&ckpt)?;
@@ -285,7 +285,7 @@ impl Llm {
         let t0 = Instant::now();
         engine.prefill(&mut seq, prompt_ids)?;
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut tokens = Vec::with_capacity(opts.max_new_tokens);
+        let mut tokens = crate::alloc::try_with_capacity(opts.max_new_tokens)?;
         // instants the first and the latest token were sampled (ms_per_token)
         let (mut first_at, mut last_at) = (None, None);
         for i in 0..opts.max_new_tokens {

@@ -306,7 +306,7 @@ fn low_level_decode_steps_on_a_gpu_model_reproduce_generate() {
         let want = llm.generate_ids(&ids, &opts).unwrap().tokens;
         let model = llm.model().unwrap();
         assert_eq!(model.format, w);
-        let mut st = DecodeState::new(model, 64);
+        let mut st = DecodeState::new(model, 64).unwrap();
         let mut got = Vec::new();
         let mut next = 0;
         for (pos, &id) in ids.iter().enumerate() {

@@ -20,7 +20,7 @@ const STEPS: usize = 20;
 /// Greedy tokens after feeding `prompt` batched (`prefill`) or one position at a time.
 fn greedy(llm: &Llm, prompt: &[u32], prefill: bool) -> Vec<u32> {
     let m = llm.model().unwrap();
-    let mut st = DecodeState::new(m, prompt.len() + STEPS);
+    let mut st = DecodeState::new(m, prompt.len() + STEPS).unwrap();
     let mut next = if prefill {
         argmax(st.prefill(m, prompt).unwrap())
     } else {

@@ -182,7 +182,7 @@ fn decode_state_loop_reproduces_generate() {
         let llm = Llm::load(&fixture("tiny_mha_sharded"), &LoadOptions { weights, ..Default::default() }).unwrap();
         let prompt = llm.tokenizer.encode("The quick brown fox", true).unwrap();
         let want = llm.generate_ids(&prompt, &greedy(12)).unwrap().tokens;
-        let mut st = DecodeState::new(llm.model().unwrap(), 64);
+        let mut st = DecodeState::new(llm.model().unwrap(), 64).unwrap();
         let mut next = 0;
         for (pos, &id) in prompt.iter().enumerate() {
             next = argmax(st.step_at(llm.model().unwrap(), id, pos).unwrap());

@@ -101,3 +101,64 @@ fn hostile_files_beside_the_weights_fail_the_load_cleanly() {
     std::fs::File::create(c.0.join("tokenizer.json")).unwrap().set_len(viva_core::alloc::MAX_TOKENIZER_JSON + 1).unwrap();
     assert!(matches!(c.load(), Err(Error::BadFormat { file, .. }) if Path::new(&file).ends_with("tokenizer.json")));
 }
+
+/// A GGUF (the fuzz seed: SmolLM2's metadata shrunk to a one-block model of every tensor
+/// type) whose `llama.*` dimension `key` (a u32) is replaced by `value`.
+fn gguf_with(key: &str, value: u32) -> PathBuf {
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/gguf/seed_smollm2_tiny");
+    let mut bytes = std::fs::read(seed).unwrap();
+    let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    let p = std::env::temp_dir().join(format!("viva_hostile_{}_{key}.gguf", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn hostile_gguf_dimensions_fail_the_load_cleanly() {
+    let fine = gguf_with("llama.block_count", 1);
+    let llm = Llm::load(&fine, &cpu()).unwrap();
+    assert_eq!(llm.config.num_hidden_layers, 1);
+    let cases: Vec<(&str, Box<dyn Fn(&Error) -> bool>)> = vec![
+        ("llama.block_count", Box::new(|e| e == &Error::MissingTensor("model.layers.1.input_layernorm.weight".into()))),
+        ("llama.embedding_length", Box::new(|e| matches!(e, Error::ShapeMismatch { name, .. } if name == "model.embed_tokens.weight"))),
+        ("llama.feed_forward_length", Box::new(|e| matches!(e, Error::ShapeMismatch { name, .. } if name.ends_with("gate_proj.weight")))),
+        ("llama.vocab_size", Box::new(|e| matches!(e, Error::ShapeMismatch { name, .. } if name == "model.embed_tokens.weight"))),
+        ("llama.context_length", Box::new(|e| matches!(e, Error::BadFormat { detail, .. } if detail.contains("max_position_embeddings")))),
+    ];
+    for (key, want) in cases {
+        let p = gguf_with(key, 1 << 31);
+        match Llm::load(&p, &cpu()) {
+            Err(e) => assert!(want(&e), "{key}: {e:?}"),
+            Ok(_) => panic!("{key}: loaded"),
+        }
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(fine);
+}
+
+/// KV caches and scratch are sized by a request (prompt + max_new_tokens, or the low-level
+/// kv_cache_new's max_seq): past the engine's context cap, or past memory, an error.
+#[test]
+fn kv_cache_sizes_past_memory_are_errors() {
+    let llm = Llm::load(&common::fixture("tiny_gqa"), &cpu()).unwrap();
+    let model = llm.model().unwrap();
+    let cap = viva_core::config::MAX_POSITION_EMBEDDINGS;
+    assert!(matches!(
+        viva_core::session::DecodeState::new(model, cap + 1),
+        Err(Error::ContextOverflow { needed, max }) if needed == cap + 1 && max == cap
+    ));
+    assert!(matches!(viva_core::session::DecodeState::new(model, usize::MAX), Err(Error::ContextOverflow { .. })));
+    // a config whose KV cache is ~2^48 bytes, and one whose size overflows usize
+    let mut cfg = llm.config.clone();
+    cfg.num_hidden_layers = 1 << 12;
+    cfg.num_key_value_heads = 1 << 8;
+    assert_eq!(viva_core::kv_cache::KvCache::new(&cfg, cap).err(), Some(Error::OutOfMemory));
+    cfg.num_hidden_layers = 1 << 40;
+    assert_eq!(viva_core::kv_cache::KvCache::new(&cfg, cap).err(), Some(Error::OutOfMemory));
+    // max_new_tokens past the model's context: refused before anything is sized by it
+    let opts = GenerateOptions { max_new_tokens: usize::MAX / 2, ..Default::default() };
+    assert!(matches!(llm.generate("Hello", &opts), Err(Error::ContextOverflow { .. })));
+    assert_eq!(greedy(&llm), greedy(&Llm::load(&common::fixture("tiny_gqa"), &cpu()).unwrap()));
+}

@@ -62,7 +62,7 @@ fn prefill_matches_token_by_token_in_every_format() {
             for (len, lead) in [(1usize, 0usize), (7, 3), (PREFILL_ROWS + 9, 0)] {
                 let (head, prompt) = (ids(lead, vocab, 1), ids(len, vocab, 2));
                 let max_seq = lead + len + 8;
-                let (mut a, mut b) = (DecodeState::new(llm.model().unwrap(), max_seq), DecodeState::new(llm.model().unwrap(), max_seq));
+                let (mut a, mut b) = (DecodeState::new(llm.model().unwrap(), max_seq).unwrap(), DecodeState::new(llm.model().unwrap(), max_seq).unwrap());
                 for (p, &id) in head.iter().enumerate() {
                     a.step_at(llm.model().unwrap(), id, p).unwrap();
                     b.step_at(llm.model().unwrap(), id, p).unwrap();
@@ -111,7 +111,7 @@ fn prefill_matches_token_by_token_in_every_format() {
 fn prefill_rejects_bad_input_and_keeps_the_state() {
     let llm = load("tiny_gqa", WeightFormat::default());
     let vocab = llm.config.vocab_size as u32;
-    let mut st = DecodeState::new(llm.model().unwrap(), 16);
+    let mut st = DecodeState::new(llm.model().unwrap(), 16).unwrap();
     st.prefill(llm.model().unwrap(), &[5, 6]).unwrap();
     let err = st.prefill(llm.model().unwrap(), &[7, vocab, 8]).unwrap_err();
     assert!(matches!(err, Error::TokenOutOfRange { id, .. } if id == vocab), "{err:?}");
@@ -120,6 +120,6 @@ fn prefill_rejects_bad_input_and_keeps_the_state() {
     assert!(matches!(err, Error::ContextOverflow { needed: 17, max: 16 }), "{err:?}");
     assert_eq!(st.filled(), 2);
     let after = st.prefill(llm.model().unwrap(), &[7, 8]).unwrap().to_vec();
-    let mut fresh = DecodeState::new(llm.model().unwrap(), 16);
+    let mut fresh = DecodeState::new(llm.model().unwrap(), 16).unwrap();
     assert_eq!(fresh.prefill(llm.model().unwrap(), &[5, 6, 7, 8]).unwrap(), &after[..]);
 }

@@ -234,7 +234,7 @@ fn kv_cache_new<'a>(env: Env<'a>, m: Term<'a>, s: Term<'a>) -> Term<'a> {
         if seq == 0 || seq > max {
             return Err(bad(max_seq(), s));
         }
-        let state = DecodeState::new(model_res.0.model()?, seq);
+        let state = DecodeState::new(model_res.0.model()?, seq)?;
         ok(env, ResourceArc::new(KvCacheResource(Mutex::new(state))))
     })
 }

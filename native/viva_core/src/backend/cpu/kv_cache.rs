@@ -5,6 +5,7 @@
 //! made each KV group read 1 of every n_kv_heads row segments, and the hardware prefetchers'
 //! over-fetch held a 2000-position TinyLlama step's attention to ~27% of the read bandwidth.
 use crate::config::ModelConfig;
+use crate::error::Result;
 
 pub struct KvCache {
     /// (layers, n_kv_heads, max_seq, head_dim)
@@ -17,10 +18,11 @@ pub struct KvCache {
 
 impl KvCache {
     /// Room for `max_seq` positions: prompt + new tokens, not the model's whole context.
-    pub fn new(cfg: &ModelConfig, max_seq: usize) -> Self {
+    /// `OutOfMemory` when it does not fit (sized by a request: never an abort).
+    pub fn new(cfg: &ModelConfig, max_seq: usize) -> Result<Self> {
         let kv_dim = cfg.kv_dim();
-        let n = cfg.num_hidden_layers * max_seq * kv_dim;
-        KvCache { k: vec![0.0; n], v: vec![0.0; n], max_seq, kv_dim }
+        let n = crate::alloc::checked_len(&[cfg.num_hidden_layers, max_seq, kv_dim])?;
+        Ok(KvCache { k: crate::alloc::try_zeroed(n)?, v: crate::alloc::try_zeroed(n)?, max_seq, kv_dim })
     }
 
     /// (n_kv_heads, max_seq, head_dim) slices of layer `l`: (k, v).

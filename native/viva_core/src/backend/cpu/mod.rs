@@ -23,7 +23,7 @@ impl<'m> Backend for &'m Model {
     }
 
     fn new_seq(self, max_seq: usize) -> Result<DecodeState> {
-        Ok(DecodeState::new(self, max_seq))
+        DecodeState::new(self, max_seq)
     }
 
     fn filled(self, seq: &DecodeState) -> usize {

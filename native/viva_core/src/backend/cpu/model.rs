@@ -46,19 +46,20 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn new(cfg: &ModelConfig, max_seq: usize) -> Self {
+    /// `OutOfMemory` when the attention scratch (sized by `max_seq`) does not fit.
+    pub fn new(cfg: &ModelConfig, max_seq: usize) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        Scratch {
+        Ok(Scratch {
             x: vec![0.0; cfg.hidden_size],
             xb: vec![0.0; cfg.hidden_size],
             qkv: vec![0.0; cfg.q_dim() + 2 * cfg.kv_dim()],
             attn: vec![0.0; cfg.q_dim()],
-            scores: vec![0.0; ops::attention_scratch_len(&ops::AttnShape::of(cfg, max_seq))],
+            scores: crate::alloc::try_zeroed(ops::attention_scratch_len(&ops::AttnShape::of(cfg, max_seq)))?,
             gate_up: vec![0.0; 2 * cfg.intermediate_size],
             cos: vec![0.0; half],
             sin: vec![0.0; half],
             logits: vec![0.0; cfg.vocab_size],
-        }
+        })
     }
 }
 
@@ -106,7 +107,7 @@ impl Model {
     pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat, on_layer: &mut dyn FnMut(usize)) -> Result<Self> {
         let t = LlamaTensors { ckpt, config: &config };
         let embed_t = t.embed()?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        let mut layers = crate::alloc::try_with_capacity(config.num_hidden_layers)?;
         let fuse = |parts: &[TensorView]| Linear::fuse(&parts.iter().collect::<Vec<_>>(), format);
         for i in 0..config.num_hidden_layers {
             layers.push(Layer {

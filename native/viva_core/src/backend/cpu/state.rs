@@ -16,14 +16,19 @@ pub struct DecodeState {
 }
 
 impl DecodeState {
-    /// Room for `max_seq` positions.
-    pub fn new(model: &Model, max_seq: usize) -> Self {
-        DecodeState {
-            config: model.config.clone(),
-            kv: KvCache::new(&model.config, max_seq),
-            scratch: Scratch::new(&model.config, max_seq),
-            filled: 0,
+    /// Room for `max_seq` positions; `OutOfMemory` when they do not fit, `ContextOverflow`
+    /// past any model's context (the buffer sizes cannot overflow below that).
+    pub fn new(model: &Model, max_seq: usize) -> Result<Self> {
+        let max = crate::config::MAX_POSITION_EMBEDDINGS;
+        if max_seq > max {
+            return Err(Error::ContextOverflow { needed: max_seq, max });
         }
+        Ok(DecodeState {
+            config: model.config.clone(),
+            kv: KvCache::new(&model.config, max_seq)?,
+            scratch: Scratch::new(&model.config, max_seq)?,
+            filled: 0,
+        })
     }
 
     pub fn max_seq(&self) -> usize {
