@@ -25,7 +25,7 @@ WORK=${FUZZ_WORK:-$PWD/target/fuzz-work}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1:detect_leaks=0}
 export RUSTC_BOOTSTRAP=1
 
-(cd fuzz && cargo fuzz build -O --fuzz-dir .)
+for t in "${TARGETS[@]}"; do (cd fuzz && cargo fuzz build -O --fuzz-dir . "$t"); done
 BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
 
 if [ "$SECONDS_EACH" = merge ]; then
