@@ -2,7 +2,7 @@
 """Compiles every kernels/*.cu with NVRTC the way backend/cuda/kernels.rs does, without a GPU.
 
 Same source expansion (`#include "common.cuh"` / `"params.cuh"` inlined once each, no include
-path, no CUDA headers), same options (`--gpu-architecture=<arch>` only), one program per file;
+path, no CUDA headers), same options (`--gpu-architecture=<arch>`, plus -DVIVA_CHECK_OFFSETS: the field-offset asserts that CUDA 13's NVRTC cannot evaluate), one program per file;
 gemv.cu also with the `VIVA_FP8_HW_CVT=1` prelude. Prints each file's entry points and fails on
 any compile error or warning.
 
@@ -52,7 +52,7 @@ def compile_one(lib, name, src, arch):
     rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), name.encode(), 0, None, None)
     if rc:
         return rc, "nvrtcCreateProgram failed", ""
-    opts = [f"--gpu-architecture={arch}".encode()]
+    opts = [f"--gpu-architecture={arch}".encode(), b"-DVIVA_CHECK_OFFSETS"]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
     size = ctypes.c_size_t()
