@@ -137,7 +137,8 @@ fn exercise_tokenizer(tok: &Tokenizer, bytes: &[u8], trusted: bool) {
 
 /// The incremental detokenizer over `ids`; for a real tokenizer its chunks must concatenate
 /// to `decode(ids, skip_special_tokens = true)` (its documented contract, which holds while no
-/// run of held ids reaches its 64-id cap: checked on inputs shorter than that).
+/// run of held ids reaches its 64-id cap: checked on inputs shorter than that), up to the
+/// number of U+FFFD in a long run of invalid bytes.
 fn stream(tok: &Tokenizer, ids: &[u32], trusted: bool) {
     let mut d = Detokenizer::new();
     let mut text = String::new();
@@ -154,8 +155,21 @@ fn stream(tok: &Tokenizer, ids: &[u32], trusted: bool) {
         Err(_) => return,
     }
     if trusted && ids.len() < 64 {
-        assert_eq!(text, tok.decode(ids, true).unwrap(), "streamed chunks differ from the whole decode of {ids:?}");
+        let whole = tok.decode(ids, true).unwrap();
+        assert_eq!(collapse_fffd(&text), collapse_fffd(&whole), "streamed chunks differ from the whole decode of {ids:?}");
     }
+}
+
+/// Runs of U+FFFD as one: how many U+FFFD a run of invalid bytes longer than the
+/// detokenizer's hold (8 ids) decodes to depends on where the stream cut it.
+fn collapse_fffd(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '\u{FFFD}' && out.ends_with('\u{FFFD}')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn fixture_tokenizers() -> &'static [Tokenizer; 2] {

@@ -103,7 +103,9 @@ enum Piece {
 }
 
 /// Incremental detokenizer: emits text only once it is final, so that the chunks it returns
-/// concatenate to `decode(all ids, skip_special_tokens = true)` and never split a character.
+/// concatenate to `decode(all ids, skip_special_tokens = true)` and never split a character
+/// (a run of invalid bytes over more than `MAX_FFFD_HOLDS` ids may come out with another
+/// number of U+FFFD than the whole decode gives it).
 ///
 /// Decoding token by token is wrong for both families (SentencePiece strips the leading space of
 /// a lone piece; a byte-fallback or byte-level token can hold part of a character), so each push
