@@ -68,20 +68,3 @@ pub fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
 pub fn read_text(path: &std::path::Path, max: u64) -> Result<String> {
     String::from_utf8(read_file(path, max)?).map_err(|_| Error::bad_format(path, "not UTF-8"))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_buffers_are_zeroed_and_huge_ones_are_out_of_memory() {
-        assert_eq!(try_zeroed::<f32>(5).unwrap(), vec![0.0; 5]);
-        assert!(try_zeroed::<u8>(0).unwrap().is_empty());
-        assert_eq!(try_zeroed::<f32>(usize::MAX / 2).unwrap_err(), Error::OutOfMemory);
-        assert_eq!(try_zeroed::<f32>(1 << 60).unwrap_err(), Error::OutOfMemory);
-        assert_eq!(try_with_capacity::<u64>(1 << 60).unwrap_err(), Error::OutOfMemory);
-        assert_eq!(try_with_capacity::<u64>(3).unwrap().capacity(), 3);
-        assert_eq!(checked_len(&[2, 3, 4]).unwrap(), 24);
-        assert_eq!(checked_len(&[usize::MAX, 2]).unwrap_err(), Error::OutOfMemory);
-    }
-}
