@@ -313,10 +313,16 @@ impl Llm {
         opts: &GenerateOptions,
         on_text: impl FnMut(&str) -> Result<()>,
     ) -> Result<GenerateResult> {
+        let ids = self.chat_ids(messages)?;
+        self.generate_with(&ids, opts, on_text)
+    }
+
+    /// The prompt ids of a chat: the template rendered with the assistant turn opened, encoded
+    /// without special tokens (the rendered text carries its own BOS).
+    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let template = self.chat_template.as_ref().ok_or_else(|| Error::NoChatTemplate(self.tokenizer.path().display().to_string()))?;
         let prompt = template.render(messages, true)?;
-        let ids = self.tokenizer.encode(&prompt, false)?;
-        self.generate_with(&ids, opts, on_text)
+        self.tokenizer.encode(&prompt, false)
     }
 
     /// Logits after the last of `ids` (tests and fixtures).
