@@ -33,6 +33,7 @@ defmodule Viva.Error do
   def describe({:cuda_error, detail}), do: "CUDA error: #{detail}"
   def describe(:out_of_memory), do: "out of memory"
   def describe(:cancelled), do: "cancelled"
+  def describe(:overloaded), do: "overloaded: the model's request queue is full"
   def describe({:internal, msg}), do: "internal error: #{msg}"
   def describe(other), do: inspect(other)
 end
@@ -75,7 +76,7 @@ defmodule Viva do
   `{:shape_mismatch, name, expected, got}`, `{:unsupported_dtype, name, dtype}`,
   `{:invalid_option, key, value}`, `{:context_overflow, needed, max}`, `:invalid_utf8`,
   `:empty_prompt`, `{:token_out_of_range, id, vocab}`, `{:no_tokenizer, path}`,
-  `{:no_chat_template, path}`, `{:io_error, path, detail}`, `:cuda_unavailable`, `{:cuda_error, detail}`, `:out_of_memory`, `:cancelled`,
+  `{:no_chat_template, path}`, `{:io_error, path, detail}`, `:cuda_unavailable`, `{:cuda_error, detail}`, `:out_of_memory`, `:cancelled`, `:overloaded`,
   `{:internal, message}`; strings in them are binaries.
   """
 

@@ -122,6 +122,7 @@ pub type Error {
   CudaError(detail: String)
   OutOfMemory
   Cancelled
+  Overloaded
   Internal(message: String)
 }
 

@@ -70,7 +70,8 @@ reason({ok, _} = Ok) -> Ok;
 reason({error, {invalid_option, Key, Value}}) ->
     {error, {invalid_option, text(Key), text(Value)}};
 reason({error, R}) when R =:= invalid_utf8; R =:= empty_prompt; R =:= cuda_unavailable;
-                        R =:= out_of_memory; R =:= cancelled ->
+                        R =:= out_of_memory; R =:= cancelled;
+                        R =:= overloaded ->
     {error, R};
 reason({error, {Tag, _} = R}) when Tag =:= file_not_found; Tag =:= missing_tensor;
                                    Tag =:= no_tokenizer; Tag =:= no_chat_template; Tag =:= internal;

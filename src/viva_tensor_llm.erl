@@ -31,7 +31,10 @@
                        device => auto | cpu | cuda,
                        weights => fp8 | bf16 | native,
                        block_size => 16 | 32 | 64 | 128 | per_channel,
-                       activations => f32 | bf16}.
+                       activations => f32 | bf16,
+                       max_batch => pos_integer(),
+                       max_queue => pos_integer(),
+                       prefill_chunk => pos_integer()}.
 
 -type generate_opts() :: #{max_new_tokens => non_neg_integer(),
                            temperature => number(),
@@ -62,6 +65,7 @@
                 | {cuda_error, Detail :: binary()}
                 | out_of_memory
                 | cancelled
+                | overloaded
                 | {internal, binary()}.
 
 -type option_spec() :: {Name :: atom(), Default :: term(),
@@ -109,7 +113,17 @@ load_options() ->
         "llama.cpp's BF16 path): about 2x the prompt rate and faster bf16 decode on AVX512_BF16 "
         "CPUs, but logits move by ~2^-9 relative per rounding, so a greedy token can change at a "
         "near-tie. Prompt and decode steps make the same products either way. The GPU path "
-        "keeps its own kernels (ignored there).">>}].
+        "keeps its own kernels (ignored there).">>},
+     {max_batch, 64, fun v_max_batch/1,
+      <<"Sequences the model's scheduler decodes together in one step (1..4096). Every "
+        "generate/chat/stream call of this model joins one batch: prompts are fed in chunks "
+        "between decode steps, and each caller's tokens are the ones it gets alone.">>},
+     {max_queue, 1024, fun v_max_queue/1,
+      <<"Requests that may wait for a place in the batch (1..1048576); past it a call returns "
+        "`{error, overloaded}`.">>},
+     {prefill_chunk, 512, fun v_prefill_chunk/1,
+      <<"Prompt tokens fed per scheduler step, over all waiting prompts (1..65536): smaller keeps "
+        "other callers' tokens flowing during a long prompt, larger finishes prompts sooner.">>}].
 
 %% @doc The generate options: `{Name, Default, Validator, Doc}'.
 -spec generate_options() -> [option_spec()].
@@ -189,9 +203,7 @@ generate(Model, Prompt) ->
 generate(Model, Prompt, Opts) ->
     maybe_call([fun() -> validate(Opts, generate_options()) end,
                 fun() -> prompt_binary(Prompt) end],
-               fun([FullOpts, PromptBin]) ->
-                       viva_tensor_nif:model_generate(Model, PromptBin, FullOpts)
-               end).
+               fun([FullOpts, PromptBin]) -> run(Model, PromptBin, FullOpts) end).
 
 %% @doc Chat with the model's own template (tokenizer_config.json or GGUF
 %% `chat_template'), the assistant turn opened; generation stops at the model's EOS ids
@@ -208,9 +220,20 @@ chat(Model, Messages) ->
 chat(Model, Messages, Opts) ->
     maybe_call([fun() -> validate(Opts, generate_options()) end,
                 fun() -> messages(Messages) end],
-               fun([FullOpts, Pairs]) ->
-                       viva_tensor_nif:model_chat(Model, Pairs, FullOpts)
-               end).
+               fun([FullOpts, Pairs]) -> run(Model, Pairs, FullOpts) end).
+
+%% Submits to the model's scheduler and waits for the result: the request monitors this
+%% process, so if it dies the sequence leaves the batch at the next step.
+run(Model, Input, Opts) ->
+    case viva_tensor_nif:model_submit(Model, Input, Opts, self(), false) of
+        {ok, Ref} ->
+            receive
+                {viva_done, Ref, Result} -> {ok, Result};
+                {viva_error, Ref, Reason} -> {error, Reason}
+            end;
+        {error, _} = E ->
+            E
+    end.
 
 %% [{RoleBin, ContentBin}] from a list of message maps.
 messages(Messages) when is_list(Messages) ->
@@ -241,7 +264,7 @@ field(M, Key) ->
 %% @doc Streams a generation to `Pid': `{ok, Ref}' at once, then messages
 %% `{viva_token, Ref, TextChunk}' (valid UTF-8 chunks that concatenate to `generate/3''s
 %% text), and finally `{viva_done, Ref, Result}' (the map `generate/3' returns) or
-%% `{viva_error, Ref, Reason}'. The native work runs on its own thread; it stops and frees
+%% `{viva_error, Ref, Reason}'. It runs in the model's batch (see `max_batch'); it stops and frees
 %% its memory on {@link cancel/1} (then `{viva_error, Ref, cancelled}') or as soon as `Pid'
 %% is dead.
 -spec stream(model(), unicode:chardata(), generate_opts(), pid()) -> {ok, reference()} | {error, reason()}.
@@ -249,7 +272,7 @@ stream(Model, Prompt, Opts, Pid) when is_pid(Pid) ->
     maybe_call([fun() -> validate(Opts, generate_options()) end,
                 fun() -> prompt_binary(Prompt) end],
                fun([FullOpts, PromptBin]) ->
-                       viva_tensor_nif:model_stream(Model, PromptBin, FullOpts, Pid)
+                       viva_tensor_nif:model_submit(Model, PromptBin, FullOpts, Pid, true)
                end);
 stream(_Model, _Prompt, _Opts, Pid) ->
     {error, {invalid_option, pid, Pid}}.
@@ -257,7 +280,7 @@ stream(_Model, _Prompt, _Opts, Pid) ->
 %% @doc Stops a stream started by {@link stream/4}.
 -spec cancel(reference()) -> ok | {error, reason()}.
 cancel(Ref) ->
-    viva_tensor_nif:stream_cancel(Ref).
+    viva_tensor_nif:request_cancel(Ref).
 
 %% @doc The loaded model's configuration (config.json fields after defaults and
 %% generation_config.json), plus `tokenizer_vocab_size' and `backend' (`cpu' or `cuda').
@@ -349,6 +372,15 @@ v_path(_) -> error.
 
 v_device(D) when D =:= auto; D =:= cpu; D =:= cuda -> {ok, D};
 v_device(_) -> error.
+
+v_max_batch(N) when is_integer(N), N >= 1, N =< 4096 -> {ok, N};
+v_max_batch(_) -> error.
+
+v_max_queue(N) when is_integer(N), N >= 1, N =< 1048576 -> {ok, N};
+v_max_queue(_) -> error.
+
+v_prefill_chunk(N) when is_integer(N), N >= 1, N =< 65536 -> {ok, N};
+v_prefill_chunk(_) -> error.
 
 v_progress(none) -> {ok, none};
 v_progress(P) when is_pid(P) -> {ok, P};

@@ -15,8 +15,8 @@
 -module(viva_tensor_nif).
 
 -export([backend_info/0, reason_tags/0]).
--export([model_load/2, model_generate/3, model_chat/3, model_info/1,
-         model_stream/4, stream_cancel/1, stream_active_count/0]).
+-export([model_load/2, model_submit/5, model_info/1,
+         request_cancel/1, request_active_count/0]).
 %% Low-level resources (viva_tensor_lowlevel validates and documents them).
 -export([prepack_fp8_weight/2, prepack_fp8_weight_blocked/3, packed_info/1,
          linear_fp8_w8a16/3, linear_fp8/3, linear_gelu_fp8/3, linear_swiglu_fp8/3,
@@ -48,9 +48,12 @@ init() ->
 -spec model_load(binary(), map()) -> {ok, reference()} | {error, term()}.
 model_load(_Path, _Opts) -> not_loaded().
 
-%% @doc Generate from a UTF-8 binary prompt with a fully defaulted option map.
--spec model_generate(reference(), binary(), map()) -> {ok, map()} | {error, term()}.
-model_generate(_Model, _Prompt, _Opts) -> not_loaded().
+%% @doc Submits a generation to the model's scheduler: `Input' a UTF-8 prompt binary or
+%% `[{Role, Content}]' chat messages; `Pid' gets `{viva_done, Ref, Result}' or
+%% `{viva_error, Ref, Reason}' (and `{viva_token, Ref, Chunk}' first when `Stream').
+-spec model_submit(reference(), binary() | [{binary(), binary()}], map(), pid(), boolean()) ->
+          {ok, reference()} | {error, term()}.
+model_submit(_Model, _Input, _Opts, _Pid, _Stream) -> not_loaded().
 
 %% @doc `[{Tag, Arity}]' of every Reason the NIF can return, one per engine error variant
 %% (Arity 0: a bare atom); test/viva_tensor_reasons_tests.erl checks the mirrors against it.
@@ -64,21 +67,13 @@ backend_info() -> not_loaded().
 -spec model_info(reference()) -> {ok, map()} | {error, term()}.
 model_info(_Model) -> not_loaded().
 
-%% @doc Chat with the model's template; `Messages' is `[{RoleBin, ContentBin}]'.
--spec model_chat(reference(), [{binary(), binary()}], map()) -> {ok, map()} | {error, term()}.
-model_chat(_Model, _Messages, _Opts) -> not_loaded().
+%% @doc Asks a request to stop.
+-spec request_cancel(reference()) -> ok | {error, term()}.
+request_cancel(_Ref) -> not_loaded().
 
-%% @doc Starts a streaming generation to `Pid'; `{ok, Ref}' at once.
--spec model_stream(reference(), binary(), map(), pid()) -> {ok, reference()} | {error, term()}.
-model_stream(_Model, _Prompt, _Opts, _Pid) -> not_loaded().
-
-%% @doc Asks a stream to stop.
--spec stream_cancel(reference()) -> ok | {error, term()}.
-stream_cancel(_Ref) -> not_loaded().
-
-%% @doc Native stream threads alive now.
--spec stream_active_count() -> non_neg_integer().
-stream_active_count() -> not_loaded().
+%% @doc Requests submitted and not yet finished, over all models.
+-spec request_active_count() -> non_neg_integer().
+request_active_count() -> not_loaded().
 
 %% Low-level resources: see viva_tensor_lowlevel.
 %% @private

@@ -1,8 +1,10 @@
-%% @doc Work follows its caller: `generate/3' and `chat/3' run in a dirty NIF, and when the
-%% calling process dies (a supervisor shutdown, a killed `gen_server:call' client) the
-%% generation stops within a decode step. Observed from outside through the dirty CPU
-%% schedulers' wall time: busy while the caller lives (the positive control), idle soon
-%% after it is killed, long before the generation could have finished on its own.
+%% @doc Work follows its caller: `generate/3' and `chat/3' run in the model's scheduler (its
+%% engine thread), and when the calling process dies (a supervisor shutdown, a killed
+%% `gen_server:call' client) the request's monitor fires and the sequence leaves the batch
+%% within a decode step. Observed from outside twice: the model's `scheduler' info (one
+%% running sequence while the caller lives, none after) and the OS process's CPU time
+%% (/proc/self/stat: busy while the caller lives — the positive control — idle soon after it
+%% is killed, long before the generation could have finished on its own).
 -module(viva_tensor_caller_tests).
 -include_lib("eunit/include/eunit.hrl").
 
@@ -27,7 +29,7 @@ caller_death_stops_generate_test_() ->
     {timeout, 180, fun() ->
         with_long_model(fun(M) ->
             Run = fun() -> viva_tensor_llm:generate(M, <<"Once upon a time">>, long_opts()) end,
-            check_stops_with_caller(Run, kill)
+            check_stops_with_caller(M, Run, kill)
         end)
     end}.
 
@@ -36,7 +38,7 @@ caller_death_stops_chat_test_() ->
         with_long_model(fun(M) ->
             Msgs = [#{role => user, content => <<"Once upon a time">>}],
             Run = fun() -> viva_tensor_llm:chat(M, Msgs, long_opts()) end,
-            check_stops_with_caller(Run, shutdown)
+            check_stops_with_caller(M, Run, shutdown)
         end)
     end}.
 
@@ -54,27 +56,30 @@ long_opts() -> #{max_new_tokens => ?MAX_NEW, stop_on_eos => false}.
 
 with_long_model(Fun) ->
     Tmp = ?S:tmp_dir(),
-    Was = erlang:system_flag(scheduler_wall_time, true),
     try
         Fun(long_model(Tmp))
     after
-        erlang:system_flag(scheduler_wall_time, Was),
         ?S:rm_rf(Tmp)
     end.
 
-check_stops_with_caller(Run, How) ->
+check_stops_with_caller(M, Run, How) ->
     Parent = self(),
-    %% nothing else runs there now (a previous test's tail has ended)
-    ?assertEqual(ok, wait_for(fun() -> dirty_cpu_busy(200) < 0.2 end, ?IDLE_BOUND_MS)),
+    %% nothing else runs now (a previous test's tail has ended)
+    ?assertEqual(ok, wait_for(fun() -> cpu_busy(200) < 0.2 end, ?IDLE_BOUND_MS)),
     Caller = spawn(fun() -> Parent ! {started, self()}, Result = Run(), Parent ! {finished, Result} end),
     receive {started, Caller} -> ok end,
-    %% positive control: a dirty CPU scheduler is busy with the generation
-    ?assertEqual(ok, wait_for(fun() -> dirty_cpu_busy(250) > 0.5 end, ?IDLE_BOUND_MS)),
+    %% positive control: the engine runs the generation
+    ?assertEqual(ok, wait_for(fun() -> running(M) =:= 1 andalso cpu_busy(250) > 0.5 end, ?IDLE_BOUND_MS)),
     Ref = monitor(process, Caller),
     exit(Caller, How),
     receive {'DOWN', Ref, process, Caller, _} -> ok end,
-    ?assertEqual(ok, wait_for(fun() -> dirty_cpu_busy(250) < 0.2 end, ?IDLE_BOUND_MS)),
+    ?assertEqual(ok, wait_for(fun() -> running(M) =:= 0 andalso cpu_busy(250) < 0.2 end, ?IDLE_BOUND_MS)),
+    ?assertEqual(0, viva_tensor_nif:request_active_count()),
     receive {finished, R} -> error({caller_finished, R}) after 0 -> ok end.
+
+running(M) ->
+    {ok, #{scheduler := #{running := N}}} = viva_tensor_llm:info(M),
+    N.
 
 %% Polls Pred until it holds or Ms have passed.
 wait_for(Pred, Ms) ->
@@ -91,19 +96,20 @@ wait_until(Pred, Deadline) ->
             end
     end.
 
-%% Over a window of Ms: the summed active time of every dirty CPU scheduler, as a fraction
-%% of the window (1.0 = one scheduler busy the whole time).
-dirty_cpu_busy(Ms) ->
-    T0 = dirty_cpu_times(),
+%% Over a window of Ms: the CPU time of this OS process (every thread: schedulers, the
+%% engine thread, its pool), as a fraction of the window (1.0 = one core busy throughout).
+cpu_busy(Ms) ->
+    C0 = cpu_ticks(),
+    T0 = erlang:monotonic_time(millisecond),
     timer:sleep(Ms),
-    T1 = dirty_cpu_times(),
-    Active = lists:sum([A1 - A0 || {{A0, _}, {A1, _}} <- lists:zip(T0, T1)]),
-    Total = lists:max([W1 - W0 || {{_, W0}, {_, W1}} <- lists:zip(T0, T1)]),
-    Active / max(Total, 1).
+    C1 = cpu_ticks(),
+    T1 = erlang:monotonic_time(millisecond),
+    %% clock ticks of 10 ms (USER_HZ 100 on Linux)
+    (C1 - C0) * 10 / max(T1 - T0, 1).
 
-%% [{Active, Total}] of the dirty CPU schedulers, ids schedulers+1 .. schedulers+dirty_cpu.
-dirty_cpu_times() ->
-    First = erlang:system_info(schedulers) + 1,
-    Last = First + erlang:system_info(dirty_cpu_schedulers) - 1,
-    All = erlang:statistics(scheduler_wall_time_all),
-    [{A, T} || Id <- lists:seq(First, Last), {I, A, T} <- All, I =:= Id].
+%% utime + stime of this process, fields 14 and 15 of /proc/self/stat (after the command name).
+cpu_ticks() ->
+    {ok, Bin} = file:read_file("/proc/self/stat"),
+    [_, After] = binary:split(Bin, <<") ">>),
+    Fields = binary:split(After, <<" ">>, [global]),
+    binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)).

@@ -104,7 +104,7 @@ stats() ->
 
 acceptable({ok, _}) -> true;
 acceptable(ok) -> true;
-acceptable(N) when is_integer(N) -> true;  % stream_active_count
+acceptable(N) when is_integer(N) -> true;  % request_active_count
 acceptable(L) when is_list(L) -> true;  % reason_tags
 acceptable({error, {internal, _}}) -> false;
 acceptable({error, _}) -> true;
@@ -126,7 +126,7 @@ context(Tmp) ->
     {ok, T} = ?N:embedding_table_new(f32s(8), 2, 4, f32),
     {ok, C} = ?N:kv_cache_new(M, 16),
     {ok, Tok} = ?N:tokenizer_load(list_to_binary(filename:join(Gqa, "tokenizer.json"))),
-    {ok, St} = ?N:model_stream(M, <<"hi">>, #{max_new_tokens => 1}, self()),
+    {ok, St} = ?N:model_submit(M, <<"hi">>, #{max_new_tokens => 1}, self(), true),
     Dead = spawn(fun() -> ok end),
     Ref = monitor(process, Dead),
     receive {'DOWN', Ref, process, Dead, _} -> ok end,
@@ -141,12 +141,12 @@ nifs(#{model := M, packed := P, table := T, cache := C, tokenizer := Tok, stream
     X = {f32s(16), [1, 16]},
     Small = #{max_new_tokens => 2},
     [{model_load, [Dir, #{weights => native}]},
-     {model_generate, [M, <<"hi">>, Small]},
-     {model_chat, [M, [{<<"user">>, <<"hi">>}], Small]},
+     {model_submit, [M, <<"hi">>, Small, self(), false]},
+     {model_submit, [M, [{<<"user">>, <<"hi">>}], Small, self(), false]},
      {model_info, [M]},
-     {model_stream, [M, <<"hi">>, Small, self()]},
-     {stream_cancel, [St]},
-     {stream_active_count, []},
+     {model_submit, [M, <<"hi">>, Small, self(), true]},
+     {request_cancel, [St]},
+     {request_active_count, []},
      {prepack_fp8_weight, [W, [4, 16]]},
      {prepack_fp8_weight_blocked, [W, [4, 16], 16]},
      {packed_info, [P]},

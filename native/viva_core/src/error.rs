@@ -55,6 +55,9 @@ pub enum Error {
     OutOfMemory,
     #[error("cancelled")]
     Cancelled,
+    /// The model's request queue is full (the `max_queue` load option): try again later.
+    #[error("overloaded")]
+    Overloaded,
     /// A bug: an invariant of the engine did not hold.
     #[error("internal error: {0}")]
     Internal(String),

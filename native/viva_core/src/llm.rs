@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::backend::cpu::model::Model;
 use crate::safetensors::Checkpoint;
-use crate::sampling::{Sampler, MAX_TOP_K};
-use crate::tokenizer::{Detokenizer, Tokenizer};
+use crate::generation::Generation;
+use crate::sampling::MAX_TOP_K;
+use crate::tokenizer::Tokenizer;
 use crate::weights::{Activations, WeightFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -277,49 +278,25 @@ impl Llm {
     ) -> Result<GenerateResult> {
         opts.validate()?;
         let needed = self.check_prompt(prompt_ids, opts.max_new_tokens)?;
-        let mut sampler = Sampler::new(opts.temperature, opts.top_k, opts.top_p, opts.seed);
+        let mut gen = Generation::new(prompt_ids.len(), opts)?;
         let engine = self.engine()?;
         let mut seq = engine.new_seq(needed)?;
-        let mut detok = Detokenizer::new();
-
         let t0 = Instant::now();
         engine.prefill(&mut seq, prompt_ids)?;
-        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut tokens = crate::alloc::try_with_capacity(opts.max_new_tokens)?;
-        // instants the first and the latest token were sampled (ms_per_token)
-        let (mut first_at, mut last_at) = (None, None);
-        for i in 0..opts.max_new_tokens {
-            let id = engine.sample(&mut seq, &mut sampler)?;
-            let now = Instant::now();
-            first_at.get_or_insert(now);
-            last_at = Some(now);
-            tokens.push(id);
-            let chunk = detok.push(&self.tokenizer, id)?;
+        gen.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+        while !gen.is_done() {
+            let id = engine.sample(&mut seq, &mut gen.sampler)?;
+            let chunk = gen.accept(&self.tokenizer, &self.config.eos_token_ids, id)?;
             on_text(&chunk)?;
-            if opts.stop_on_eos && self.config.eos_token_ids.contains(&id) {
-                break;
-            }
-            if i + 1 < opts.max_new_tokens {
+            if !gen.is_done() {
                 engine.step(&mut [(&mut seq, id)])?;
             }
         }
-        let tail = detok.finish(&self.tokenizer)?;
+        let (tail, result) = gen.finish(&self.tokenizer)?;
         if !tail.is_empty() {
             on_text(&tail)?;
         }
-        let text = self.tokenizer.decode(&tokens, true)?;
-        let ms_per_token = match (first_at, last_at) {
-            (Some(a), Some(b)) if tokens.len() >= 2 => (b - a).as_secs_f64() * 1e3 / (tokens.len() - 1) as f64,
-            _ => 0.0,
-        };
-        Ok(GenerateResult {
-            total_tokens: prompt_ids.len() + tokens.len(),
-            prompt_tokens: prompt_ids.len(),
-            tokens,
-            text,
-            ms_per_token,
-            prefill_ms,
-        })
+        Ok(result)
     }
 
     /// The model's chat template applied to `messages` (assistant turn opened), then generated
@@ -336,10 +313,16 @@ impl Llm {
         opts: &GenerateOptions,
         on_text: impl FnMut(&str) -> Result<()>,
     ) -> Result<GenerateResult> {
+        let ids = self.chat_ids(messages)?;
+        self.generate_with(&ids, opts, on_text)
+    }
+
+    /// The prompt ids of a chat: the template rendered with the assistant turn opened, encoded
+    /// without special tokens (the rendered text carries its own BOS).
+    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let template = self.chat_template.as_ref().ok_or_else(|| Error::NoChatTemplate(self.tokenizer.path().display().to_string()))?;
         let prompt = template.render(messages, true)?;
-        let ids = self.tokenizer.encode(&prompt, false)?;
-        self.generate_with(&ids, opts, on_text)
+        self.tokenizer.encode(&prompt, false)
     }
 
     /// Logits after the last of `ids` (tests and fixtures).
@@ -352,7 +335,7 @@ impl Llm {
     }
 
     /// Validates a prompt; returns the positions the generation needs.
-    fn check_prompt(&self, ids: &[u32], max_new_tokens: usize) -> Result<usize> {
+    pub(crate) fn check_prompt(&self, ids: &[u32], max_new_tokens: usize) -> Result<usize> {
         if ids.is_empty() {
             return Err(Error::EmptyPrompt);
         }

@@ -5,7 +5,7 @@ mod args;
 mod nif_lowlevel;
 mod nif_model;
 mod nif_safetensors;
-mod nif_stream;
+mod nif_request;
 mod nif_tokenizer;
 mod reason;
 mod resources;

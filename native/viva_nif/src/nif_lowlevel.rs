@@ -229,12 +229,12 @@ fn embedding_row<'a>(env: Env<'a>, t: Term<'a>, i: Term<'a>) -> Term<'a> {
 fn kv_cache_new<'a>(env: Env<'a>, m: Term<'a>, s: Term<'a>) -> Term<'a> {
     run(env, || {
         let model_res = resource::<ModelResource>(m, model())?;
-        let max = model_res.0.config.max_position_embeddings;
+        let max = model_res.llm().config.max_position_embeddings;
         let seq = if is_nil(s) { max } else { usize_of(s, max_seq())? };
         if seq == 0 || seq > max {
             return Err(bad(max_seq(), s));
         }
-        let state = DecodeState::new(model_res.0.model()?, seq)?;
+        let state = DecodeState::new(model_res.llm().model()?, seq)?;
         ok(env, ResourceArc::new(KvCacheResource(Mutex::new(state))))
     })
 }
@@ -246,7 +246,7 @@ fn step<'a, R>(m: Term<'a>, tok: Term<'a>, c: Term<'a>, p: Term<'a>, read: impl 
     let model_res = resource::<ModelResource>(m, model())?;
     let cache = resource::<KvCacheResource>(c, kv_cache())?;
     let position = usize_of(p, pos())?;
-    let model = model_res.0.model()?;
+    let model = model_res.llm().model()?;
     if tok.is_list() {
         let ids: Vec<u32> = list_of(tok, token())?;
         if ids.is_empty() {

@@ -1,5 +1,5 @@
-//! Model NIFs: `model_load/2` (dirty IO), `model_generate/3` and `model_chat/3` (dirty CPU),
-//! `model_info/1`, `backend_info/0`.
+//! Model NIFs: `model_load/2` (dirty IO: the checkpoint, then the model's scheduler),
+//! `model_info/1`, `backend_info/0`. Generation requests are nif_request.rs.
 //!
 //! Options arrive already validated and defaulted by viva_tensor_llm.erl (the single source
 //! of their names, defaults and domains); they are decoded again here defensively so that a
@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
-use viva_core::chat::Message;
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions, LoadProgress};
+use viva_core::scheduler::{Scheduler, SchedulerOptions};
 use viva_core::quant::fp8::Blocking;
 use viva_core::weights::{Activations, WeightFormat};
 use viva_core::Error;
 
-use crate::args::{self, bad, decode, is_atom, list_of, ok, one_of, options, resource, run, usize_of, utf8, with_option_terms, Out};
+use crate::args::{self, bad, decode, is_atom, ok, one_of, options, resource, run, usize_of, with_option_terms};
 use crate::reason::Fail;
 use crate::resources::ModelResource;
 
@@ -34,6 +34,8 @@ rustler::atoms! {
     tokenizer_vocab_size, rope_type, default, llama3, factor, low_freq_factor,
     high_freq_factor, original_max_position_embeddings, undefined, backend,
     // backend_info keys
+    // scheduler: load options and info keys
+    max_batch, max_queue, prefill_chunk, scheduler, running, waiting, steps, completed, max_batch_seen,
     cuda_available, cuda_reason, gpu_name, compute_capability, gpu_memory, sm_count, cpu_threads,
 }
 
@@ -41,7 +43,7 @@ rustler::atoms! {
 fn model_load<'a>(env: Env<'a>, path_term: Term<'a>, opts_term: Term<'a>) -> Term<'a> {
     run(env, || {
         let path_buf = args::path(path_term, path())?;
-        let (receiver, load_opts) = decode_load_options(opts_term)?;
+        let (receiver, load_opts, sched_opts) = decode_load_options(opts_term)?;
         let mut report = |p: LoadProgress| {
             if let Some(pid) = &receiver {
                 // a dead receiver is not an error: loading goes on
@@ -50,73 +52,31 @@ fn model_load<'a>(env: Env<'a>, path_term: Term<'a>, opts_term: Term<'a>) -> Ter
             }
         };
         let llm = with_option_terms(opts_term, Llm::load_with_progress(&path_buf, &load_opts, &mut report))?;
-        ok(env, ResourceArc::new(ModelResource(Arc::new(llm))))
+        let sched = with_option_terms(opts_term, Scheduler::start(Arc::new(llm), sched_opts))?;
+        ok(env, ResourceArc::new(ModelResource { sched }))
     })
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn model_generate<'a>(env: Env<'a>, model_term: Term<'a>, prompt_term: Term<'a>, opts_term: Term<'a>) -> Term<'a> {
-    run(env, || {
-        let handle = resource::<ModelResource>(model_term, model())?;
-        let text = utf8(prompt_term, prompt())?;
-        let gen_opts = decode_generate_options(opts_term)?;
-        let result = generate_text(&handle.0, text, &gen_opts, while_caller_alive(env))?;
-        encode_result(env, &result)
-    })
-}
-
-/// Chat: `Messages` is a list of `{Role, Content}` binaries (viva_tensor_llm:chat/3 builds it);
-/// the model's chat template renders them with the assistant turn opened.
-#[rustler::nif(schedule = "DirtyCpu")]
-fn model_chat<'a>(env: Env<'a>, model_term: Term<'a>, messages_term: Term<'a>, opts_term: Term<'a>) -> Term<'a> {
-    run(env, || {
-        let handle = resource::<ModelResource>(model_term, model())?;
-        let pairs: Vec<(Term<'a>, Term<'a>)> = list_of(messages_term, messages())?;
-        let msgs = pairs
-            .into_iter()
-            .map(|(r, c)| Ok(Message { role: utf8(r, messages())?.to_string(), content: utf8(c, messages())?.to_string() }))
-            .collect::<Result<Vec<_>, Fail>>()?;
-        let gen_opts = decode_generate_options(opts_term)?;
-        let result = handle.0.chat_with(&msgs, &gen_opts, while_caller_alive(env))?;
-        encode_result(env, &result)
-    })
-}
-
-/// `generate` of a prompt with a per-token callback (generate/3 and stream/4 share it).
-pub(crate) fn generate_text(
-    llm: &Llm,
-    text: &str,
-    opts: &GenerateOptions,
-    on_text: impl FnMut(&str) -> viva_core::Result<()>,
-) -> viva_core::Result<GenerateResult> {
-    let ids = llm.tokenizer.encode(text, true)?;
-    llm.generate_with(&ids, opts, on_text)
-}
-
-/// The per-token callback of a dirty NIF's generation: stops it (and frees its KV cache) once
-/// the calling process is gone — killed by a supervisor, or a `gen_server:call` timeout.
-/// A dirty NIF keeps the caller's process env, and `enif_is_current_process_alive` is the
-/// erl_nif call made for this (valid on the NIF-calling thread with that env; a killed process
-/// is marked exiting at once, while its dirty NIF runs on). One flag read per token.
-fn while_caller_alive(env: Env<'_>) -> impl FnMut(&str) -> viva_core::Result<()> + '_ {
-    move |_| {
-        // SAFETY: `env` is this NIF call's own process env, used on the calling thread.
-        if unsafe { rustler::sys::enif_is_current_process_alive(env.as_c_arg()) } != 0 {
-            Ok(())
-        } else {
-            Err(viva_core::Error::Cancelled)
-        }
-    }
 }
 
 #[rustler::nif]
 fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
     run(env, || {
         let handle = resource::<ModelResource>(model_term, model())?;
-        let llm = &handle.0;
+        let llm = handle.llm();
         let on = if llm.backend() == "cuda" { cuda() } else { cpu() };
         let map = encode_config(env, &llm.config, llm.tokenizer.vocab_size())?;
-        ok(env, map.map_put(backend(), on).map_err(|_| Error::Internal("could not build the info map".into()))?)
+        let st = handle.sched.stats();
+        let sched = atom_map(env, &[
+            (running(), st.running.encode(env)),
+            (waiting(), st.waiting.encode(env)),
+            (steps(), st.steps.encode(env)),
+            (completed(), st.completed.encode(env)),
+            (max_batch_seen(), st.max_batch_seen.encode(env)),
+            (max_batch(), st.options.max_batch.encode(env)),
+            (max_queue(), st.options.max_queue.encode(env)),
+            (prefill_chunk(), st.options.prefill_chunk.encode(env)),
+        ])?;
+        let built = map.map_put(backend(), on).and_then(|m| m.map_put(scheduler(), sched));
+        ok(env, built.map_err(|_| Error::Internal("could not build the info map".into()))?)
     })
 }
 
@@ -150,8 +110,9 @@ pub(crate) fn atom_map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Result<T
 
 /// The load options, and the `progress` pid (`{viva_load_progress, Stage, Done, Total, Detail}`
 /// messages go to it).
-fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOptions), Fail<'a>> {
+fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOptions, SchedulerOptions), Fail<'a>> {
     let mut out = LoadOptions::default();
+    let mut sched = SchedulerOptions::default();
     let mut receiver = None;
     let mut blocking = Blocking::DEFAULT;
     let mut fp8_weights = true;
@@ -174,6 +135,12 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
             } else {
                 Blocking::new(usize_of(v, key)?).map_err(|_| bad(key, v))?
             };
+        } else if key == max_batch() {
+            sched.max_batch = usize_of(v, key)?;
+        } else if key == max_queue() {
+            sched.max_queue = usize_of(v, key)?;
+        } else if key == prefill_chunk() {
+            sched.prefill_chunk = usize_of(v, key)?;
         } else if key == progress() {
             receiver = if is_atom(v, none()) { None } else { Some(decode::<LocalPid>(v, key)?) };
         } else {
@@ -184,7 +151,7 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
     if fp8_weights {
         out.weights = WeightFormat::Fp8(blocking);
     }
-    Ok((receiver, out))
+    Ok((receiver, out, sched))
 }
 
 /// The generate options, checked by the engine's own rules (temperature, top_k, top_p ranges).
@@ -221,10 +188,6 @@ pub(crate) fn result_map<'a>(env: Env<'a>, r: &GenerateResult) -> Result<Term<'a
         (total_tokens(), r.total_tokens.encode(env)),
     ];
     atom_map(env, &pairs)
-}
-
-fn encode_result<'a>(env: Env<'a>, r: &GenerateResult) -> Out<'a> {
-    ok(env, result_map(env, r)?)
 }
 
 fn encode_config<'a>(env: Env<'a>, c: &ModelConfig, tok_vocab: usize) -> Result<Term<'a>, Fail<'a>> {

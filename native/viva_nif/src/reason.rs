@@ -94,6 +94,7 @@ reasons! {
     Error::Cuda(msg) => cuda_error(msg);
     Error::OutOfMemory => out_of_memory;
     Error::Cancelled => cancelled;
+    Error::Overloaded => overloaded;
     Error::Internal(msg) => internal(msg);
 }
 
