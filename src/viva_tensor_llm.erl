@@ -34,7 +34,8 @@
                        activations => f32 | bf16,
                        max_batch => pos_integer(),
                        max_queue => pos_integer(),
-                       prefill_chunk => pos_integer()}.
+                       prefill_chunk => pos_integer(),
+                       kv_cache_bytes => pos_integer() | auto}.
 
 -type generate_opts() :: #{max_new_tokens => non_neg_integer(),
                            temperature => number(),
@@ -121,6 +122,12 @@ load_options() ->
      {max_queue, 1024, fun v_max_queue/1,
       <<"Requests that may wait for a place in the batch (1..1048576); past it a call returns "
         "`{error, overloaded}`.">>},
+     {kv_cache_bytes, auto, fun v_kv_cache_bytes/1,
+      <<"Bytes of the model's KV cache pool on the CPU (blocks of 16 positions shared by all its "
+        "sequences; a sequence reserves prompt + max_new_tokens positions when it joins the "
+        "batch and waits while they are not free). `auto`: a quarter of the memory available at "
+        "load, at most 16 GiB; pages are committed as they are first written. A request larger "
+        "than the whole pool: `{error, {context_overflow, Needed, Max}}`.">>},
      {prefill_chunk, 512, fun v_prefill_chunk/1,
       <<"Prompt tokens fed per scheduler step, over all waiting prompts (1..65536): smaller keeps "
         "other callers' tokens flowing during a long prompt, larger finishes prompts sooner.">>}].
@@ -378,6 +385,10 @@ v_max_batch(_) -> error.
 
 v_max_queue(N) when is_integer(N), N >= 1, N =< 1048576 -> {ok, N};
 v_max_queue(_) -> error.
+
+v_kv_cache_bytes(auto) -> {ok, auto};
+v_kv_cache_bytes(N) when is_integer(N), N >= 1, N =< ?MAX_U64 -> {ok, N};
+v_kv_cache_bytes(_) -> error.
 
 v_prefill_chunk(N) when is_integer(N), N >= 1, N =< 65536 -> {ok, N};
 v_prefill_chunk(_) -> error.

@@ -30,8 +30,43 @@ crowd_gets_what_each_gets_alone_test_() ->
          end || {{I, A}, {I, C}} <- lists:zip(Alone, Crowd)],
         {ok, #{scheduler := S}} = ?L:info(M),
         ?assertMatch(#{running := 0, waiting := 0, max_batch := 8, prefill_chunk := 5}, S),
-        ?assert(maps:get(max_batch_seen, S) > 1)
+        ?assert(maps:get(max_batch_seen, S) > 1),
+        %% every KV block is back in the pool
+        #{kv_blocks := Blocks, kv_blocks_free := Free, kv_block_tokens := 16} = S,
+        ?assert(is_integer(Blocks) andalso Blocks > 0),
+        ?assertEqual(Blocks, Free)
     end}.
+
+%% A pool with room for two sequences: eight callers still all get their solo tokens; a request
+%% larger than the whole pool is refused with context_overflow.
+small_pool_test_() ->
+    {timeout, 120, fun() ->
+        Dir = ?S:fixture("tiny_gqa"),
+        {ok, Big} = ?L:load(Dir, #{weights => native}),
+        {ok, #{scheduler := #{kv_blocks := B}}} = ?L:info(Big),
+        %% the block's bytes from the default pool: the budget is a whole number of blocks
+        {ok, M} = ?L:load(Dir, #{weights => native, kv_cache_bytes => 8 * block_bytes(Dir)}),
+        ?assertMatch({ok, #{scheduler := #{kv_blocks := 8, kv_blocks_free := 8}}}, ?L:info(M)),
+        ?assert(B > 8),
+        O = #{max_new_tokens => 40, stop_on_eos => false},
+        Ps = [<<"a">>, <<"b">>, <<"c">>, <<"d">>, <<"e">>, <<"f">>, <<"g">>, <<"h">>],
+        Toks = fun(P) -> {ok, #{tokens := T}} = ?L:generate(M, P, O), T end,
+        Alone = [Toks(P) || P <- Ps],
+        Parent = self(),
+        [spawn_link(fun() -> Parent ! {P, Toks(P)} end) || P <- Ps],
+        [?assertEqual(A, receive {P, R} -> R after 60000 -> timeout end) || {P, A} <- lists:zip(Ps, Alone)],
+        {ok, #{scheduler := #{max_batch_seen := Seen}}} = ?L:info(M),
+        ?assert(Seen =< 2),
+        ?assertMatch({error, {context_overflow, _, 128}}, ?L:generate(M, <<"hi">>, #{max_new_tokens => 126})),
+        {ok, Tiny} = ?L:load(Dir, #{kv_cache_bytes => 2 * block_bytes(Dir)}),
+        ?assertMatch({error, {context_overflow, _, 32}}, ?L:generate(Tiny, <<"hi">>, O))
+    end}.
+
+%% Bytes of one KV block of the fixture: 2 (K, V) · 4 bytes · layers · kv heads · 16 · head_dim.
+block_bytes(Dir) ->
+    {ok, M} = ?L:load(Dir, #{}),
+    {ok, #{num_hidden_layers := L, num_key_value_heads := H, head_dim := D}} = ?L:info(M),
+    8 * L * H * 16 * D.
 
 %% A stream in the batch sends the chunks of the text generate/3 returns.
 stream_in_a_crowd_test_() ->

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
-use viva_core::kv_cache::KvCache;
+use viva_core::kv::{KvDims, SeqKv};
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
 use viva_core::model::Scratch;
 use viva_core::quant::fp8::Blocking;
@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         // positions 0..ctx stay zero; buffers allocated once, outside the timed loop
         let max_seq = ctx + CTX_STEPS + 1;
-        let mut kv = KvCache::new(cfg, max_seq)?;
+        let mut kv = SeqKv::private(KvDims::of(cfg), max_seq)?;
         let mut scratch = Scratch::new(cfg, max_seq)?;
         let mut sampler = Sampler::new(0.0, None, 1.0, 0);
         let start = ids(ctx + 1)[ctx];

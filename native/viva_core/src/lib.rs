@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod generation;
 pub mod gguf;
+pub mod kv;
 pub mod llama_tensors;
 pub mod llm;
 pub mod quant;
@@ -25,4 +26,4 @@ pub use error::{Error, Result};
 // The CPU engine's modules at their paths before they moved into backend/cpu/: kept for the NIF,
 // the benches and the CUDA backend's files during the transition.
 pub use backend::cpu::state as session;
-pub use backend::cpu::{attn, gemm, kv_cache, model, ops, simd};
+pub use backend::cpu::{attn, gemm, model, ops, simd};

@@ -34,6 +34,9 @@ pub struct LoadOptions {
     pub weights: WeightFormat,
     /// What the CPU linears multiply: f32 (exact, the default) or bf16 (faster; see [`Activations`]).
     pub activations: Activations,
+    /// Bytes of the CPU model's KV block pool (kv/), shared by all its sequences; `None`: a
+    /// quarter of the memory available at load, at most 16 GiB (`kv::default_budget`).
+    pub kv_cache_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +210,10 @@ impl Llm {
         } else {
             let mut model = Model::new(&ckpt, config.clone(), opts.weights, &mut on_layer)?;
             model.activations = opts.activations;
+            let dims = crate::kv::KvDims::of(&config);
+            let budget = opts.kv_cache_bytes.unwrap_or_else(crate::kv::default_budget);
+            let pool = crate::kv::KvPool::new(dims, crate::kv::blocks_in_budget(dims, budget))?;
+            let _ = model.kv_pool.set(crate::kv::SharedPool::new(pool));
             let _ = host.set(model);
         }
         drop(ckpt);
@@ -247,6 +254,15 @@ impl Llm {
             return Ok(Engine::Cuda(m));
         }
         Ok(Engine::Cpu(self.model()?))
+    }
+
+    /// The CPU model's KV pool: (blocks total, blocks free), each `kv::BLOCK` positions. `None`
+    /// on the GPU (its sequences keep device caches of their own).
+    pub fn kv_blocks(&self) -> Option<(usize, usize)> {
+        if self.backend() != "cpu" {
+            return None;
+        }
+        self.host.get()?.kv_pool.get().map(|p| p.usage())
     }
 
     /// "cuda" or "cpu": where this model's generations run.

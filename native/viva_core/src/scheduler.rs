@@ -137,7 +137,14 @@ impl Scheduler {
     /// returned at once and the sink is not called.
     pub fn submit(&self, job: Job) -> Result<()> {
         job.opts.validate()?;
-        self.llm.check_prompt(&job.prompt, job.opts.max_new_tokens)?;
+        let needed = self.llm.check_prompt(&job.prompt, job.opts.max_new_tokens)?;
+        if let Some((blocks, _)) = self.llm.kv_blocks() {
+            // could never be admitted, even alone
+            let max = blocks * crate::kv::BLOCK;
+            if needed > max {
+                return Err(Error::ContextOverflow { needed, max });
+            }
+        }
         let mut q = self.shared.queue.lock().map_err(|_| poisoned())?;
         if q.stopped {
             return Err(Error::Cancelled);

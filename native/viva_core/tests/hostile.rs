@@ -154,9 +154,9 @@ fn kv_cache_sizes_past_memory_are_errors() {
     let mut cfg = llm.config.clone();
     cfg.num_hidden_layers = 1 << 12;
     cfg.num_key_value_heads = 1 << 8;
-    assert_eq!(viva_core::kv_cache::KvCache::new(&cfg, cap).err(), Some(Error::OutOfMemory));
+    assert_eq!(viva_core::kv::SeqKv::private(viva_core::kv::KvDims::of(&cfg), cap).err(), Some(Error::OutOfMemory));
     cfg.num_hidden_layers = 1 << 40;
-    assert_eq!(viva_core::kv_cache::KvCache::new(&cfg, cap).err(), Some(Error::OutOfMemory));
+    assert_eq!(viva_core::kv::SeqKv::private(viva_core::kv::KvDims::of(&cfg), cap).err(), Some(Error::OutOfMemory));
     // max_new_tokens past the model's context: refused before anything is sized by it
     let opts = GenerateOptions { max_new_tokens: usize::MAX / 2, ..Default::default() };
     assert!(matches!(llm.generate("Hello", &opts), Err(Error::ContextOverflow { .. })));

@@ -36,6 +36,7 @@ rustler::atoms! {
     // backend_info keys
     // scheduler: load options and info keys
     max_batch, max_queue, prefill_chunk, scheduler, running, waiting, steps, completed, max_batch_seen,
+    kv_cache_bytes, kv_blocks, kv_blocks_free, kv_block_tokens,
     cuda_available, cuda_reason, gpu_name, compute_capability, gpu_memory, sm_count, cpu_threads,
 }
 
@@ -74,6 +75,9 @@ fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
             (max_batch(), st.options.max_batch.encode(env)),
             (max_queue(), st.options.max_queue.encode(env)),
             (prefill_chunk(), st.options.prefill_chunk.encode(env)),
+            (kv_block_tokens(), viva_core::kv::BLOCK.encode(env)),
+            (kv_blocks(), llm.kv_blocks().map_or(undefined().encode(env), |(t, _)| t.encode(env))),
+            (kv_blocks_free(), llm.kv_blocks().map_or(undefined().encode(env), |(_, f)| f.encode(env))),
         ])?;
         let built = map.map_put(backend(), on).and_then(|m| m.map_put(scheduler(), sched));
         ok(env, built.map_err(|_| Error::Internal("could not build the info map".into()))?)
@@ -135,6 +139,8 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
             } else {
                 Blocking::new(usize_of(v, key)?).map_err(|_| bad(key, v))?
             };
+        } else if key == kv_cache_bytes() {
+            out.kv_cache_bytes = if is_atom(v, auto()) { None } else { Some(usize_of(v, key)?) };
         } else if key == max_batch() {
             sched.max_batch = usize_of(v, key)?;
         } else if key == max_queue() {

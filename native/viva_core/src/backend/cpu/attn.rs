@@ -10,6 +10,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use crate::kv::rows::KvRows;
+use crate::kv::BLOCK;
+
 /// Positions per decode task.
 pub const CHUNK: usize = 256;
 
@@ -23,22 +26,22 @@ pub fn available(hd: usize) -> bool {
     crate::backend::cpu::simd::avx512() && (hd == 64 || hd == 128)
 }
 
-/// Query heads `q` (g × hd, consecutive heads of one KV group) over positions t0..t1 of K/V
-/// (rows `stride` floats apart, the group's slice at `off`): scores into `sc` (≥ g·(t1−t0)),
-/// the partial into `part` (`partial_len(g, hd)`). `false` (nothing written) when
-/// [`available`] is false or a slice is short.
+/// Query heads `q` (g × hd, consecutive heads of one KV group) over positions t0..t1 of the
+/// group's K/V rows (block tables, kv/rows.rs; t0 a multiple of `kv::BLOCK`): scores into `sc`
+/// (≥ g·(t1−t0)), the partial into `part` (`partial_len(g, hd)`). `false` (nothing written)
+/// when [`available`] is false, a slice is short or t1 is past the rows.
 #[allow(clippy::too_many_arguments)]
-pub fn group_chunk(q: &[f32], hd: usize, k: &[f32], v: &[f32], stride: usize, off: usize, t0: usize, t1: usize, sc: &mut [f32], part: &mut [f32]) -> bool {
+pub fn group_chunk(q: &[f32], hd: usize, k: KvRows, v: KvRows, t0: usize, t1: usize, sc: &mut [f32], part: &mut [f32]) -> bool {
     let g = q.len() / hd.max(1);
     let n = t1.saturating_sub(t0);
-    let end = t1.saturating_sub(1) * stride + off + hd;
-    if !available(hd) || n == 0 || g == 0 || q.len() != g * hd || sc.len() < g * n || part.len() < partial_len(g, hd) || k.len() < end || v.len() < end {
+    if !available(hd) || n == 0 || g == 0 || q.len() != g * hd || sc.len() < g * n || part.len() < partial_len(g, hd) || t1 > k.len() || t1 > v.len() || t0 % BLOCK != 0 {
         return false;
     }
     let scale = 1.0 / (hd as f32).sqrt();
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (`available`); K/V reads are rows t0..t1 at off..off+hd, inside
-    // the slices (checked above); q, sc and part accesses stay inside their checked lengths.
+    // SAFETY: AVX-512F is present (`available`); K/V reads are rows t0..t1 (< len, checked
+    // above), each head_dim floats inside the pool (`KvRows::ptr`); q, sc and part accesses stay
+    // inside their checked lengths.
     unsafe {
         let (acc, ms) = part.split_at_mut(g * hd);
         let mut h = 0;
@@ -48,7 +51,7 @@ pub fn group_chunk(q: &[f32], hd: usize, k: &[f32], v: &[f32], stride: usize, of
             let ms = &mut ms[h..];
             macro_rules! run {
                 ($v:literal, $sg:literal) => {
-                    group_avx512::<$v, $sg>(qs, k, v, stride, off, t0, t1, scale, scs, accs, ms, g)
+                    group_avx512::<$v, $sg>(qs, k, v, t0, t1, scale, scs, accs, ms, g)
                 };
             }
             match (hd, sg) {
@@ -94,7 +97,7 @@ pub fn merge(parts: &[f32], g: usize, hd: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v: &[f32], stride: usize, off: usize, t0: usize, t1: usize, scale: f32, sc: &mut [f32], acc_out: &mut [f32], ms: &mut [f32], g: usize) {
+unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: KvRows, v: KvRows, t0: usize, t1: usize, scale: f32, sc: &mut [f32], acc_out: &mut [f32], ms: &mut [f32], g: usize) {
     const MAXH: usize = 4;
     let sg = SG;
     let n = t1 - t0;
@@ -108,19 +111,27 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     // (~3 ops per score instead of a full horizontal sum each); the 16 K rows stay in L1 for the
     // sub-group's heads. The last < 16 positions take one horizontal sum each.
     let mut mx = [f32::NEG_INFINITY; MAXH];
-    let (kp, vp, sp) = (k.as_ptr().add(off), v.as_ptr().add(off), sc.as_mut_ptr());
+    let sp = sc.as_mut_ptr();
+    let hd = 16 * V;
+    let (klen, vlen) = (k.len(), v.len());
     let mut t = t0;
+    // 16 positions at a time: t stays a multiple of BLOCK (= 16), so they are one block's rows,
+    // head_dim floats apart
     while t + 16 <= t1 {
         // K rows two steps ahead: the cache streams from DRAM (a layer's K/V is read once per
         // token, long evicted by the weights); measured 360 → 270 µs per TinyLlama layer at 2000
         // positions (cpu_gemm, noisy machine)
-        for j in 0..16 {
-            prefetch_row::<V>(kp.wrapping_add((t + PREFETCH_ROWS + j) * stride));
+        if t + PREFETCH_ROWS < klen {
+            let ahead = k.ptr(t + PREFETCH_ROWS);
+            for j in 0..16 {
+                prefetch_row::<V>(ahead.wrapping_add(j * hd));
+            }
         }
+        let kb = k.ptr(t);
         for h in 0..sg {
             let mut a = [_mm512_setzero_ps(); 16];
             for (j, aj) in a.iter_mut().enumerate() {
-                let row = kp.add((t + j) * stride);
+                let row = kb.add(j * hd);
                 let mut x = _mm512_mul_ps(qv[h][0], _mm512_loadu_ps(row));
                 for i in 1..V {
                     x = _mm512_fmadd_ps(qv[h][i], _mm512_loadu_ps(row.add(16 * i)), x);
@@ -134,7 +145,7 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
         t += 16;
     }
     while t < t1 {
-        let row = kp.add(t * stride);
+        let row = k.ptr(t);
         for h in 0..sg {
             let mut a = _mm512_mul_ps(qv[h][0], _mm512_loadu_ps(row));
             for i in 1..V {
@@ -164,8 +175,10 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     // Σ e·v: each V row loaded once for the sub-group
     let mut acc = [[_mm512_setzero_ps(); V]; MAXH];
     for t in 0..n {
-        prefetch_row::<V>(vp.wrapping_add((t0 + t + PREFETCH_ROWS) * stride));
-        let row = vp.add((t0 + t) * stride);
+        if t0 + t + PREFETCH_ROWS < vlen {
+            prefetch_row::<V>(v.ptr(t0 + t + PREFETCH_ROWS));
+        }
+        let row = v.ptr(t0 + t);
         let mut p = [_mm512_setzero_ps(); MAXH];
         for h in 0..sg {
             p[h] = _mm512_set1_ps(*sp.add(h * n + t));
@@ -184,8 +197,9 @@ unsafe fn group_avx512<const V: usize, const SG: usize>(q: &[f32], k: &[f32], v:
     }
 }
 
-/// Cache rows ahead of the one in use that the kernel prefetches.
-const PREFETCH_ROWS: usize = 32;
+/// Cache rows ahead of the one in use that the kernel prefetches (two blocks: a multiple of
+/// BLOCK, so the K prefetch of 16 rows stays in one block).
+const PREFETCH_ROWS: usize = 2 * BLOCK;
 
 /// Prefetches one cached row of head_dim 16·V floats (V 64-byte lines). A hint: addresses past
 /// the cache are not dereferenced.

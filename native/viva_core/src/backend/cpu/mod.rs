@@ -2,7 +2,6 @@
 //! `Model`'s forward pass.
 pub mod attn;
 pub mod gemm;
-pub mod kv_cache;
 pub mod linear;
 pub mod model;
 pub mod ops;
@@ -23,7 +22,7 @@ impl<'m> Backend for &'m Model {
     }
 
     fn new_seq(self, max_seq: usize) -> Result<DecodeState> {
-        DecodeState::new(self, max_seq)
+        DecodeState::with_kv(self, max_seq, self.kv_pool.get())
     }
 
     fn filled(self, seq: &DecodeState) -> usize {

@@ -1,9 +1,12 @@
 //! Llama weights and the forward pass of one token on the CPU backend.
 //! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
+use std::sync::OnceLock;
+
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::backend::cpu::gemm::{linear_batch, GemmBuf};
-use crate::backend::cpu::kv_cache::{put_row, KvCache};
+use crate::kv::rows::{put_row, LayerKv};
+use crate::kv::{KvDims, KvPool, SeqKv, SharedPool};
 use crate::backend::cpu::linear::linear;
 use crate::backend::cpu::ops::{self, AttnShape};
 use crate::llama_tensors::LlamaTensors;
@@ -30,6 +33,9 @@ pub struct Model {
     pub norm: Vec<f32>,     // (hidden)
     pub lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
     pub inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
+    /// The KV blocks every sequence of this model takes from (`Llm` sets it at load, sized by the
+    /// `kv_cache_bytes` option); unset, each sequence gets a pool of its own.
+    pub kv_pool: OnceLock<SharedPool>,
 }
 
 /// Every buffer one forward step needs, allocated once per generation.
@@ -124,7 +130,7 @@ impl Model {
         let lm_head = fuse(&[t.lm_head(&embed_t)?])?;
         let embed = Embedding::new(&embed_t, format);
         let inv_freq = ops::rope_inv_freq(&config);
-        Ok(Model { config, format, activations: Activations::F32, embed, layers, norm, lm_head, inv_freq })
+        Ok(Model { config, format, activations: Activations::F32, embed, layers, norm, lm_head, inv_freq, kv_pool: OnceLock::new() })
     }
 
     /// Bytes of weights one decode step reads (every linear once, plus one embedding row).
@@ -136,11 +142,11 @@ impl Model {
     /// Runs `token` at position `pos` through the network, appending its K/V to `kv`; returns
     /// the next-token logits (vocab), which live in `s.logits`. No allocation: every buffer is
     /// in `s` or `kv`.
-    pub fn forward<'s>(&self, token: u32, pos: usize, kv: &mut KvCache, s: &'s mut Scratch) -> Result<&'s [f32]> {
+    pub fn forward<'s>(&self, token: u32, pos: usize, kv: &mut SeqKv, s: &'s mut Scratch) -> Result<&'s [f32]> {
         on_pool(|| self.forward_step(token, pos, kv, s))
     }
 
-    fn forward_step<'s>(&self, token: u32, pos: usize, kv: &mut KvCache, s: &'s mut Scratch) -> Result<&'s [f32]> {
+    fn forward_step<'s>(&self, token: u32, pos: usize, kv: &mut SeqKv, s: &'s mut Scratch) -> Result<&'s [f32]> {
         let c = &self.config;
         let hd = c.head_dim;
         if token as usize >= c.vocab_size {
@@ -149,8 +155,10 @@ impl Model {
         if pos >= kv.max_seq {
             return Err(Error::ContextOverflow { needed: pos + 1, max: kv.max_seq });
         }
-        let (kv_dim, max_seq) = (c.kv_dim(), kv.max_seq);
-        let shape = AttnShape::of(c, max_seq);
+        let kv_dim = c.kv_dim();
+        let shape = AttnShape::of(c, kv.max_seq);
+        let (mut pool, table) = kv.lock(c)?;
+        let (pool, dims) = (&mut *pool, KvDims::of(c));
 
         // x = embed_tokens[token]
         self.embed.row(token as usize, &mut s.x);
@@ -159,7 +167,6 @@ impl Model {
         let inter = c.intermediate_size;
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x)
             ops::rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, c.rms_norm_eps);
             linear(&layer.qkv, &s.xb, &mut s.qkv, self.activations);
@@ -167,9 +174,11 @@ impl Model {
             let (k_new, v_new) = kv_new.split_at_mut(kv_dim);
             ops::apply_rope(q, hd, &s.cos, &s.sin);
             ops::apply_rope(k_new, hd, &s.cos, &s.sin);
-            put_row(k_cache, max_seq, hd, pos, k_new);
-            put_row(v_cache, max_seq, hd, pos, v_new);
-            ops::attention(&shape, q, k_cache, v_cache, pos, &mut s.scores, &mut s.attn);
+            if !(put_row(&mut pool.k, table, dims, l, pos, k_new) && put_row(&mut pool.v, table, dims, l, pos, v_new)) {
+                return Err(bad_table());
+            }
+            let (k_cache, v_cache) = layer_kv(pool, table, l)?;
+            ops::attention(&shape, q, &k_cache, &v_cache, pos, &mut s.scores, &mut s.attn);
             linear(&layer.wo, &s.attn, &mut s.xb, self.activations);
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
 
@@ -191,11 +200,11 @@ impl Model {
     /// GEMMs (gemm.rs), appending their K/V to `kv`, and writes the logits after the last one
     /// into `logits` (vocab). Same equations as [`Model::forward`], m rows at a time; every id is
     /// checked before the cache is touched. m ≤ `s.rows()`.
-    pub fn forward_batch(&self, ids: &[u32], pos0: usize, kv: &mut KvCache, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
+    pub fn forward_batch(&self, ids: &[u32], pos0: usize, kv: &mut SeqKv, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
         on_pool(|| self.forward_batch_step(ids, pos0, kv, s, logits))
     }
 
-    fn forward_batch_step(&self, ids: &[u32], pos0: usize, kv: &mut KvCache, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
+    fn forward_batch_step(&self, ids: &[u32], pos0: usize, kv: &mut SeqKv, s: &mut BatchScratch, logits: &mut [f32]) -> Result<()> {
         let c = &self.config;
         let m = ids.len();
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
@@ -210,8 +219,9 @@ impl Model {
         let (h, hd, half) = (c.hidden_size, c.head_dim, c.head_dim / 2);
         let (q_dim, kv_dim, inter) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
         let qkv_dim = q_dim + 2 * kv_dim;
-        let max_seq = kv.max_seq;
-        let shape = AttnShape::of(c, max_seq);
+        let shape = AttnShape::of(c, kv.max_seq);
+        let (mut pool, table) = kv.lock(c)?;
+        let (pool, dims) = (&mut *pool, KvDims::of(c));
         let (x, xb) = (&mut s.x[..m * h], &mut s.xb[..m * h]);
         let (qkv, attn) = (&mut s.qkv[..m * qkv_dim], &mut s.attn[..m * q_dim]);
         let (gate_up, act) = (&mut s.gate_up[..m * 2 * inter], &mut s.act[..m * inter]);
@@ -229,7 +239,6 @@ impl Model {
         let add_rows = |x: &mut [f32], d: &[f32]| x.iter_mut().zip(d).for_each(|(x, d)| *x += d);
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let (k_cache, v_cache) = kv.layer_mut(l);
             // attention block: x += o_proj(attn(rope(q), rope(k), v)) of rmsnorm(x), every row
             norm_rows(xb, x, &layer.attn_norm);
             linear_batch(&layer.qkv, xb, m, qkv, &mut s.gemm, self.activations);
@@ -239,10 +248,12 @@ impl Model {
                 ops::apply_rope(q, hd, cos, sin);
                 ops::apply_rope(&mut kv_new[..kv_dim], hd, cos, sin);
                 let (k_new, v_new) = kv_new.split_at(kv_dim);
-                put_row(k_cache, max_seq, hd, pos0 + i, k_new);
-                put_row(v_cache, max_seq, hd, pos0 + i, v_new);
+                if !(put_row(&mut pool.k, table, dims, l, pos0 + i, k_new) && put_row(&mut pool.v, table, dims, l, pos0 + i, v_new)) {
+                    return Err(bad_table());
+                }
             }
-            ops::attention_rows(&shape, qkv, qkv_dim, k_cache, v_cache, pos0, attn);
+            let (k_cache, v_cache) = layer_kv(pool, table, l)?;
+            ops::attention_rows(&shape, qkv, qkv_dim, &k_cache, &v_cache, pos0, attn);
             linear_batch(&layer.wo, attn, m, xb, &mut s.gemm, self.activations);
             add_rows(x, xb);
 
@@ -265,6 +276,18 @@ impl Model {
         linear(&self.lm_head, &xb[..h], logits, self.activations);
         Ok(())
     }
+}
+
+/// Layer `l`'s K and V rows of the sequence with block table `table`.
+fn layer_kv<'a>(pool: &'a KvPool, table: &'a [u32], l: usize) -> Result<(LayerKv<'a>, LayerKv<'a>)> {
+    match (LayerKv::new(&pool.k, table, pool.dims, l), LayerKv::new(&pool.v, table, pool.dims, l)) {
+        (Some(k), Some(v)) => Ok((k, v)),
+        _ => Err(bad_table()),
+    }
+}
+
+fn bad_table() -> Error {
+    Error::Internal("a block table entry outside its kv pool".into())
 }
 
 /// Runs `f` (one forward pass) on a worker of the rayon pool. A decode step runs ~90 parallel

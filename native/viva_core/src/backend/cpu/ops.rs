@@ -6,6 +6,7 @@ use std::f64::consts::PI;
 use rayon::prelude::*;
 
 use crate::backend::cpu::attn;
+use crate::kv::rows::LayerKv;
 use crate::config::{ModelConfig, RopeScaling};
 
 /// Below this many multiply-adds a matvec or attention runs on the calling thread: waking the
@@ -106,11 +107,6 @@ impl AttnShape {
         AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim, max_seq }
     }
 
-    /// KV head `kvh`'s (max_seq, head_dim) part of a layer's (n_kv_heads, max_seq, head_dim) cache.
-    fn kv_head<'c>(&self, cache: &'c [f32], kvh: usize) -> &'c [f32] {
-        let span = self.max_seq * self.head_dim;
-        &cache[kvh * span..(kvh + 1) * span]
-    }
 }
 
 /// Floats of scratch [`attention`] needs for `s` (scores and the per-piece partials).
@@ -120,7 +116,8 @@ pub fn attention_scratch_len(s: &AttnShape) -> usize {
 }
 
 /// `scratch`: at least [`attention_scratch_len`] floats.
-pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, scratch: &mut [f32], out: &mut [f32]) {
+/// `k_cache`, `v_cache`: the layer's rows of this sequence (its block table, kv/rows.rs).
+pub fn attention(s: &AttnShape, q: &[f32], k_cache: &LayerKv, v_cache: &LayerKv, pos: usize, scratch: &mut [f32], out: &mut [f32]) {
     let (hd, len) = (s.head_dim, pos + 1);
     let g = s.n_heads / s.n_kv_heads;
     let pieces = len.div_ceil(attn::CHUNK);
@@ -132,7 +129,7 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
             let (grp, piece) = (i / pieces, i % pieces);
             let (t0, t1) = (piece * attn::CHUNK, ((piece + 1) * attn::CHUNK).min(len));
             let qg = &q[grp * g * hd..(grp + 1) * g * hd];
-            attn::group_chunk(qg, hd, s.kv_head(k_cache, grp), s.kv_head(v_cache, grp), hd, 0, t0, t1, sc, part);
+            attn::group_chunk(qg, hd, k_cache.head(grp), v_cache.head(grp), t0, t1, sc, part);
         };
         let n_tasks = s.n_kv_heads * pieces;
         if s.n_heads * len * hd < PARALLEL_MIN_WORK {
@@ -156,7 +153,7 @@ pub fn attention(s: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos
 /// Causal attention of m consecutive query positions pos0..pos0+m (the prompt pass), each over
 /// the cached positions 0..=its own: q rows `q_stride` apart (head-major within a row), out
 /// (m, n_heads · head_dim). Split over (row, KV group) pairs (grouped kernel) or (row, head).
-pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32], v_cache: &[f32], pos0: usize, out: &mut [f32]) {
+pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &LayerKv, v_cache: &LayerKv, pos0: usize, out: &mut [f32]) {
     let hd = s.head_dim;
     let m = out.len() / (s.n_heads * hd);
     let g = s.n_heads / s.n_kv_heads;
@@ -166,7 +163,7 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
             |(sc, part), (i, o)| {
                 let (row, grp) = (i / s.n_kv_heads, i % s.n_kv_heads);
                 let qg = &q[row * q_stride + grp * g * hd..row * q_stride + (grp + 1) * g * hd];
-                attn::group_chunk(qg, hd, s.kv_head(k_cache, grp), s.kv_head(v_cache, grp), hd, 0, 0, pos0 + row + 1, sc, part);
+                attn::group_chunk(qg, hd, k_cache.head(grp), v_cache.head(grp), 0, pos0 + row + 1, sc, part);
                 attn::merge(part, g, hd, o);
             },
         );
@@ -183,10 +180,10 @@ pub fn attention_rows(s: &AttnShape, q: &[f32], q_stride: usize, k_cache: &[f32]
 }
 
 /// Query head `h` (qh: head_dim) over cached positions 0..len of its KV head: scores in
-/// sc[..len], softmax, weighted sum of V into o (head_dim). Caches (n_kv_heads, max_seq, head_dim).
+/// sc[..len], softmax, weighted sum of V into o (head_dim).
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &LayerKv, v_cache: &LayerKv, len: usize, sc: &mut [f32], o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::backend::cpu::simd::avx2() {
         // SAFETY: AVX2/FMA present (checked by `avx2`); the body is safe Rust.
@@ -199,25 +196,25 @@ fn attend_head(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn attend_head_avx2(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+fn attend_head_avx2(s: &AttnShape, h: usize, qh: &[f32], k_cache: &LayerKv, v_cache: &LayerKv, len: usize, sc: &mut [f32], o: &mut [f32]) {
     attend_head_body(s, h, qh, k_cache, v_cache, len, sc, o)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_head_body(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cache: &[f32], len: usize, sc: &mut [f32], o: &mut [f32]) {
+fn attend_head_body(s: &AttnShape, h: usize, qh: &[f32], k_cache: &LayerKv, v_cache: &LayerKv, len: usize, sc: &mut [f32], o: &mut [f32]) {
     let hd = s.head_dim;
     let kvh = h / (s.n_heads / s.n_kv_heads);
-    let (k_cache, v_cache) = (s.kv_head(k_cache, kvh), s.kv_head(v_cache, kvh));
+    let (k_cache, v_cache) = (k_cache.head(kvh), v_cache.head(kvh));
     let scale = 1.0 / (hd as f32).sqrt();
     let sc = &mut sc[..len];
     for (t, st) in sc.iter_mut().enumerate() {
-        *st = crate::backend::cpu::simd::dot_f32(qh, &k_cache[t * hd..(t + 1) * hd]) * scale;
+        *st = crate::backend::cpu::simd::dot_f32(qh, k_cache.row(t)) * scale;
     }
     softmax(sc);
     o.fill(0.0);
     for (t, &p) in sc.iter().enumerate() {
-        let vt = &v_cache[t * hd..(t + 1) * hd];
+        let vt = v_cache.row(t);
         for (oi, &vi) in o.iter_mut().zip(vt) {
             *oi += p * vi;
         }
@@ -228,6 +225,7 @@ fn attend_head_body(s: &AttnShape, h: usize, qh: &[f32], k_cache: &[f32], v_cach
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{KvDims, BLOCK};
 
     #[test]
     fn rope_rotates_pairs_half_apart() {
@@ -332,6 +330,22 @@ mod tests {
         }
     }
 
+    /// A (n_kv_heads, max_seq, head_dim) cache laid out in blocks (kv/), the table in reverse
+    /// order so the indirection shows; rows past max_seq in the last block hold NaN.
+    fn paged(c: &[f32], s: &AttnShape) -> (Vec<f32>, Vec<u32>, KvDims) {
+        let (hd, nb) = (s.head_dim, s.max_seq.div_ceil(BLOCK));
+        let dims = KvDims { layers: 1, kv_heads: s.n_kv_heads, head_dim: hd };
+        let table: Vec<u32> = (0..nb as u32).rev().collect();
+        let mut data = vec![f32::NAN; nb * dims.block_floats()];
+        for h in 0..s.n_kv_heads {
+            for t in 0..s.max_seq {
+                let at = (table[t / BLOCK] as usize * s.n_kv_heads + h) * BLOCK * hd + (t % BLOCK) * hd;
+                data[at..at + hd].copy_from_slice(&c[(h * s.max_seq + t) * hd..(h * s.max_seq + t + 1) * hd]);
+            }
+        }
+        (data, table, dims)
+    }
+
     /// GQA and MHA, on the serial and the parallel path; positions after `pos` hold NaN so
     /// any read past the causal limit shows.
     #[test]
@@ -347,7 +361,9 @@ mod tests {
             poison_after(&mut v, &s, pos + 1);
             let mut scores = vec![0.0; attention_scratch_len(&s)];
             let mut out = vec![0.0; n_heads * head_dim];
-            attention(&s, &q, &k, &v, pos, &mut scores, &mut out);
+            let ((kd, table, dims), (vd, _, _)) = (paged(&k, &s), paged(&v, &s));
+            let (kl, vl) = (LayerKv::new(&kd, &table, dims, 0).unwrap(), LayerKv::new(&vd, &table, dims, 0).unwrap());
+            attention(&s, &q, &kl, &vl, pos, &mut scores, &mut out);
             let want = attention_naive(&s, &q, &k, &v, pos);
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= 1e-5, "heads {n_heads}/{n_kv_heads} hd {head_dim} pos {pos} [{i}]: {a} vs {b}");
@@ -369,11 +385,13 @@ mod tests {
         poison_after(&mut k, &s, pos0 + m);
         poison_after(&mut v, &s, pos0 + m);
         let mut out = vec![0.0; m * q_dim];
-        attention_rows(&s, &q, stride, &k, &v, pos0, &mut out);
+        let ((kd, table, dims), (vd, _, _)) = (paged(&k, &s), paged(&v, &s));
+        let (kl, vl) = (LayerKv::new(&kd, &table, dims, 0).unwrap(), LayerKv::new(&vd, &table, dims, 0).unwrap());
+        attention_rows(&s, &q, stride, &kl, &vl, pos0, &mut out);
         let mut scores = vec![0.0; attention_scratch_len(&s)];
         for row in 0..m {
             let mut want = vec![0.0; q_dim];
-            attention(&s, &q[row * stride..row * stride + q_dim], &k, &v, pos0 + row, &mut scores, &mut want);
+            attention(&s, &q[row * stride..row * stride + q_dim], &kl, &vl, pos0 + row, &mut scores, &mut want);
             assert_eq!(&out[row * q_dim..(row + 1) * q_dim], &want[..], "row {row}");
         }
     }

@@ -3,13 +3,13 @@
 //! the two paths run the same code and give the same tokens.
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::backend::cpu::kv_cache::KvCache;
+use crate::kv::{KvDims, SeqKv, SharedPool};
 use crate::backend::cpu::model::{BatchScratch, Model, Scratch};
 
 pub struct DecodeState {
     /// The config the buffers were sized for; stepping with another model's weights is refused.
     config: ModelConfig,
-    kv: KvCache,
+    kv: SeqKv,
     scratch: Scratch,
     /// Positions 0..filled hold valid K/V.
     filled: usize,
@@ -19,16 +19,21 @@ impl DecodeState {
     /// Room for `max_seq` positions; `OutOfMemory` when they do not fit, `ContextOverflow`
     /// past any model's context (the buffer sizes cannot overflow below that).
     pub fn new(model: &Model, max_seq: usize) -> Result<Self> {
+        Self::with_kv(model, max_seq, None)
+    }
+
+    /// `new` with the KV blocks from `pool` (the model's shared pool); `OutOfMemory` while it
+    /// has too few free blocks. Without a pool, a pool of its own.
+    pub fn with_kv(model: &Model, max_seq: usize, pool: Option<&SharedPool>) -> Result<Self> {
         let max = crate::config::MAX_POSITION_EMBEDDINGS;
         if max_seq > max {
             return Err(Error::ContextOverflow { needed: max_seq, max });
         }
-        Ok(DecodeState {
-            config: model.config.clone(),
-            kv: KvCache::new(&model.config, max_seq)?,
-            scratch: Scratch::new(&model.config, max_seq)?,
-            filled: 0,
-        })
+        let kv = match pool {
+            Some(p) => SeqKv::new(p, max_seq)?,
+            None => SeqKv::private(KvDims::of(&model.config), max_seq)?,
+        };
+        Ok(DecodeState { config: model.config.clone(), kv, scratch: Scratch::new(&model.config, max_seq)?, filled: 0 })
     }
 
     pub fn max_seq(&self) -> usize {
