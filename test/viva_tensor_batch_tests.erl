@@ -58,6 +58,17 @@ small_pool_test_() ->
         {ok, #{scheduler := #{max_batch_seen := Seen}}} = ?L:info(M),
         ?assert(Seen =< 2),
         ?assertMatch({error, {context_overflow, _, 128}}, ?L:generate(M, <<"hi">>, #{max_new_tokens => 126})),
+        %% a long shared start is found in the cache the second time
+        Sys = binary:copy(<<"You are a helpful assistant. ">>, 3),
+        {ok, #{tokens := T1}} = ?L:generate(Big, <<Sys/binary, "Hi">>, #{max_new_tokens => 5}),
+        {ok, #{scheduler := #{kv_prefix_reused_tokens := R0}}} = ?L:info(Big),
+        {ok, #{tokens := T2}} = ?L:generate(Big, <<Sys/binary, "Hello">>, #{max_new_tokens => 5}),
+        {ok, #{scheduler := #{kv_prefix_reused_tokens := R1, kv_blocks_cached := C}}} = ?L:info(Big),
+        ?assert(R1 - R0 >= 16 andalso C > 0),
+        {ok, Fresh} = ?L:load(Dir, #{weights => native}),
+        ?assertMatch({ok, #{tokens := T1}}, ?L:generate(Fresh, <<Sys/binary, "Hi">>, #{max_new_tokens => 5})),
+        {ok, Fresh2} = ?L:load(Dir, #{weights => native}),
+        ?assertMatch({ok, #{tokens := T2}}, ?L:generate(Fresh2, <<Sys/binary, "Hello">>, #{max_new_tokens => 5})),
         {ok, Tiny} = ?L:load(Dir, #{kv_cache_bytes => 2 * block_bytes(Dir)}),
         ?assertMatch({error, {context_overflow, _, 32}}, ?L:generate(Tiny, <<"hi">>, O))
     end}.

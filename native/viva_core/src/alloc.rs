@@ -11,6 +11,7 @@ impl Zeroable for f32 {}
 impl Zeroable for u8 {}
 impl Zeroable for u16 {}
 impl Zeroable for u32 {}
+impl Zeroable for u64 {}
 
 /// `n` zeros, or `OutOfMemory`. Zeroed pages come from the allocator (calloc), so a large
 /// buffer costs no memset and no memory until it is written, as with `vec![0.0; n]`.

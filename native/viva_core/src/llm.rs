@@ -212,7 +212,7 @@ impl Llm {
             model.activations = opts.activations;
             let dims = crate::kv::KvDims::of(&config);
             let budget = opts.kv_cache_bytes.unwrap_or_else(crate::kv::default_budget);
-            let pool = crate::kv::KvPool::new(dims, crate::kv::blocks_in_budget(dims, budget))?;
+            let pool = crate::kv::KvPool::new(dims, crate::kv::blocks_in_budget(dims, budget))?.with_prefix_cache()?;
             let _ = model.kv_pool.set(crate::kv::SharedPool::new(pool));
             let _ = host.set(model);
         }
@@ -256,9 +256,9 @@ impl Llm {
         Ok(Engine::Cpu(self.model()?))
     }
 
-    /// The CPU model's KV pool: (blocks total, blocks free), each `kv::BLOCK` positions. `None`
-    /// on the GPU (its sequences keep device caches of their own).
-    pub fn kv_blocks(&self) -> Option<(usize, usize)> {
+    /// The CPU model's KV pool (blocks of `kv::BLOCK` positions). `None` on the GPU (its
+    /// sequences keep device caches of their own).
+    pub fn kv_blocks(&self) -> Option<crate::kv::KvUsage> {
         if self.backend() != "cpu" {
             return None;
         }

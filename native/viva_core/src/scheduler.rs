@@ -138,9 +138,9 @@ impl Scheduler {
     pub fn submit(&self, job: Job) -> Result<()> {
         job.opts.validate()?;
         let needed = self.llm.check_prompt(&job.prompt, job.opts.max_new_tokens)?;
-        if let Some((blocks, _)) = self.llm.kv_blocks() {
+        if let Some(u) = self.llm.kv_blocks() {
             // could never be admitted, even alone
-            let max = blocks * crate::kv::BLOCK;
+            let max = u.blocks * crate::kv::BLOCK;
             if needed > max {
                 return Err(Error::ContextOverflow { needed, max });
             }
@@ -269,14 +269,15 @@ fn admit<'m>(shared: &Shared, engine: Engine<'m>, jobs: Vec<Job>, running: &mut 
             continue;
         }
         let made = Generation::new(job.prompt.len(), &job.opts)
-            .and_then(|gen| Ok((gen, engine.new_seq(job.prompt.len() + job.opts.max_new_tokens)?)));
+            .and_then(|gen| Ok((gen, engine.new_seq_for(job.prompt.len() + job.opts.max_new_tokens, &job.prompt)?)));
         match made {
-            Ok((gen, seq)) => {
+            Ok((gen, (seq, fed))) => {
                 if running.try_reserve(1).is_err() {
                     reject(shared, job, Error::OutOfMemory);
                     continue;
                 }
-                running.push(Running { job, seq, gen, fed: 0, pending: None, ready: false, end: None });
+                // `fed`: prompt positions found cached (prefix sharing) are not computed again
+                running.push(Running { job, seq, gen, fed, pending: None, ready: false, end: None });
                 shared.running.fetch_add(1, Ordering::Relaxed);
             }
             Err(Error::OutOfMemory) if !running.is_empty() => {

@@ -36,7 +36,7 @@ rustler::atoms! {
     // backend_info keys
     // scheduler: load options and info keys
     max_batch, max_queue, prefill_chunk, scheduler, running, waiting, steps, completed, max_batch_seen,
-    kv_cache_bytes, kv_blocks, kv_blocks_free, kv_block_tokens,
+    kv_cache_bytes, kv_blocks, kv_blocks_free, kv_block_tokens, kv_blocks_cached, kv_prefix_reused_tokens,
     cuda_available, cuda_reason, gpu_name, compute_capability, gpu_memory, sm_count, cpu_threads,
 }
 
@@ -66,6 +66,7 @@ fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
         let on = if llm.backend() == "cuda" { cuda() } else { cpu() };
         let map = encode_config(env, &llm.config, llm.tokenizer.vocab_size())?;
         let st = handle.sched.stats();
+        let (kv, none) = (llm.kv_blocks(), undefined().encode(env));
         let sched = atom_map(env, &[
             (running(), st.running.encode(env)),
             (waiting(), st.waiting.encode(env)),
@@ -76,8 +77,10 @@ fn model_info<'a>(env: Env<'a>, model_term: Term<'a>) -> Term<'a> {
             (max_queue(), st.options.max_queue.encode(env)),
             (prefill_chunk(), st.options.prefill_chunk.encode(env)),
             (kv_block_tokens(), viva_core::kv::BLOCK.encode(env)),
-            (kv_blocks(), llm.kv_blocks().map_or(undefined().encode(env), |(t, _)| t.encode(env))),
-            (kv_blocks_free(), llm.kv_blocks().map_or(undefined().encode(env), |(_, f)| f.encode(env))),
+            (kv_blocks(), kv.map_or(none, |u| u.blocks.encode(env))),
+            (kv_blocks_free(), kv.map_or(none, |u| u.free.encode(env))),
+            (kv_blocks_cached(), kv.map_or(none, |u| u.cached.encode(env))),
+            (kv_prefix_reused_tokens(), kv.map_or(none, |u| u.reused_tokens.encode(env))),
         ])?;
         let built = map.map_put(backend(), on).and_then(|m| m.map_put(scheduler(), sched));
         ok(env, built.map_err(|_| Error::Internal("could not build the info map".into()))?)

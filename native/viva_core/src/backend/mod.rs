@@ -34,6 +34,14 @@ pub trait Backend: Copy {
     /// A sequence with room for `max_seq` positions (prompt + new tokens).
     fn new_seq(self, max_seq: usize) -> Result<Self::Seq>;
 
+    /// `new_seq` for a sequence about to be fed `prompt`: the positions of it found cached
+    /// (prefix sharing) are filled already and their count returned; the caller prefills the
+    /// rest (at least the last id). Backends without a cache find nothing.
+    fn new_seq_for(self, max_seq: usize, prompt: &[u32]) -> Result<(Self::Seq, usize)> {
+        let _ = prompt;
+        Ok((self.new_seq(max_seq)?, 0))
+    }
+
     /// Positions filled so far.
     fn filled(self, seq: &Self::Seq) -> usize;
 
@@ -143,6 +151,14 @@ impl<'m> Backend for Engine<'m> {
             Engine::Cpu(b) => b.new_seq(max_seq).map(Seq::Cpu),
             #[cfg(feature = "cuda")]
             Engine::Cuda(b) => b.new_seq(max_seq).map(Seq::Cuda),
+        }
+    }
+
+    fn new_seq_for(self, max_seq: usize, prompt: &[u32]) -> Result<(Seq<'m>, usize)> {
+        match self {
+            Engine::Cpu(b) => b.new_seq_for(max_seq, prompt).map(|(s, n)| (Seq::Cpu(s), n)),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(b) => b.new_seq_for(max_seq, prompt).map(|(s, n)| (Seq::Cuda(s), n)),
         }
     }
 

@@ -25,6 +25,13 @@ impl<'m> Backend for &'m Model {
         DecodeState::with_kv(self, max_seq, self.kv_pool.get())
     }
 
+    fn new_seq_for(self, max_seq: usize, prompt: &[u32]) -> Result<(DecodeState, usize)> {
+        match self.kv_pool.get() {
+            Some(pool) => DecodeState::with_prefix(self, max_seq, pool, prompt),
+            None => Ok((DecodeState::new(self, max_seq)?, 0)),
+        }
+    }
+
     fn filled(self, seq: &DecodeState) -> usize {
         seq.filled()
     }

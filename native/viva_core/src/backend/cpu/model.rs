@@ -157,8 +157,11 @@ impl Model {
         }
         let kv_dim = c.kv_dim();
         let shape = AttnShape::of(c, kv.max_seq);
-        let (mut pool, table) = kv.lock(c)?;
-        let (pool, dims) = (&mut *pool, KvDims::of(c));
+        let handle = kv.pool().clone();
+        let mut guard = handle.lock()?;
+        SeqKv::check_dims(&guard, c)?;
+        kv.prepare_write(&mut guard, pos, 1)?;
+        let (pool, dims, table) = (&mut *guard, KvDims::of(c), kv.table());
 
         // x = embed_tokens[token]
         self.embed.row(token as usize, &mut s.x);
@@ -191,6 +194,7 @@ impl Model {
             s.x.iter_mut().zip(&s.xb).for_each(|(x, d)| *x += d);
         }
 
+        kv.wrote(pool, pos, &[token], false);
         ops::rmsnorm(&mut s.xb, &s.x, &self.norm, c.rms_norm_eps);
         linear(&self.lm_head, &s.xb, &mut s.logits, self.activations);
         Ok(&s.logits)
@@ -220,8 +224,11 @@ impl Model {
         let (q_dim, kv_dim, inter) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
         let qkv_dim = q_dim + 2 * kv_dim;
         let shape = AttnShape::of(c, kv.max_seq);
-        let (mut pool, table) = kv.lock(c)?;
-        let (pool, dims) = (&mut *pool, KvDims::of(c));
+        let handle = kv.pool().clone();
+        let mut guard = handle.lock()?;
+        SeqKv::check_dims(&guard, c)?;
+        kv.prepare_write(&mut guard, pos0, m)?;
+        let (pool, dims, table) = (&mut *guard, KvDims::of(c), kv.table());
         let (x, xb) = (&mut s.x[..m * h], &mut s.xb[..m * h]);
         let (qkv, attn) = (&mut s.qkv[..m * qkv_dim], &mut s.attn[..m * q_dim]);
         let (gate_up, act) = (&mut s.gate_up[..m * 2 * inter], &mut s.act[..m * inter]);
@@ -270,6 +277,7 @@ impl Model {
             add_rows(x, xb);
         }
 
+        kv.wrote(pool, pos0, ids, true);
         // only the last row's logits are needed: one GEMV
         let last = &x[(m - 1) * h..];
         ops::rmsnorm(&mut xb[..h], last, &self.norm, c.rms_norm_eps);

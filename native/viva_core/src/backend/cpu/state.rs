@@ -22,6 +22,18 @@ impl DecodeState {
         Self::with_kv(model, max_seq, None)
     }
 
+    /// `with_kv` from `pool` for a sequence about to be fed `prompt`: the cached blocks holding a
+    /// prefix of it are taken (prefix sharing) and count as filled; returns how many positions.
+    pub fn with_prefix(model: &Model, max_seq: usize, pool: &SharedPool, prompt: &[u32]) -> Result<(Self, usize)> {
+        let max = crate::config::MAX_POSITION_EMBEDDINGS;
+        if max_seq > max {
+            return Err(Error::ContextOverflow { needed: max_seq, max });
+        }
+        let (kv, found) = SeqKv::with_prefix(pool, max_seq, prompt)?;
+        let scratch = Scratch::new(&model.config, max_seq)?;
+        Ok((DecodeState { config: model.config.clone(), kv, scratch, filled: found }, found))
+    }
+
     /// `new` with the KV blocks from `pool` (the model's shared pool); `OutOfMemory` while it
     /// has too few free blocks. Without a pool, a pool of its own.
     pub fn with_kv(model: &Model, max_seq: usize, pool: Option<&SharedPool>) -> Result<Self> {
