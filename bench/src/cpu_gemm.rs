@@ -1,4 +1,4 @@
-//! Prefill GEMM throughput (viva_core::gemm) against this machine's multiply-add peak, measured
+//! Prefill GEMM throughput (viva_core::backend::cpu::gemm) against this machine's multiply-add peak, measured
 //! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
 //! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
 //! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in GB/s of weights
@@ -10,9 +10,9 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use viva_core::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
+use viva_core::backend::cpu::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
 use viva_core::backend::cpu::{linear, ops};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
 use viva_core::tensor::TensorView;
 use viva_core::weights::{Activations, Linear, WeightFormat};
 
@@ -149,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // the kernel of each `activations` setting: f32 (default) and bf16; and the AVX2 f32
             // tiles (what CPUs without AVX-512 run) where this CPU has a better one
             let mut kernels = vec![(kernel_for(Activations::F32), " (activations f32)"), (kernel_for(Activations::Bf16), " (activations bf16)")];
-            if kernels[0].0 != Kernel::Avx2 && viva_core::simd::avx2() {
+            if kernels[0].0 != Kernel::Avx2 && viva_core::backend::cpu::simd::avx2() {
                 kernels.push((Kernel::Avx2, " (activations f32, CPUs without AVX-512)"));
             }
             for (kernel, tag) in kernels {

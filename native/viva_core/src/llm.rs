@@ -12,7 +12,7 @@ use crate::backend::cpu::model::Model;
 use crate::safetensors::Checkpoint;
 use crate::sampling::{Sampler, MAX_TOP_K};
 use crate::tokenizer::{Detokenizer, Tokenizer};
-use crate::weights::{Activations, WeightFormat};
+use crate::formats::{Activations, WeightFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {

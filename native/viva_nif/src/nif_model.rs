@@ -11,7 +11,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 use viva_core::chat::Message;
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions, LoadProgress};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
 use viva_core::weights::{Activations, WeightFormat};
 use viva_core::Error;
 

@@ -6,6 +6,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod model;
 pub mod ops;
+pub mod par;
 pub mod simd;
 pub mod state;
 

@@ -9,7 +9,8 @@ use crate::backend::cpu::ops::{self, AttnShape};
 use crate::llama_tensors::LlamaTensors;
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::weights::{Activations, Embedding, Linear, WeightFormat};
+use crate::formats::{Activations, Linear, WeightFormat};
+use crate::weights::Embedding;
 
 pub struct Layer {
     pub attn_norm: Vec<f32>, // (hidden)

@@ -53,24 +53,8 @@ fn expand(src: &str, seen: &mut Vec<&'static str>) -> Result<String> {
     Ok(out)
 }
 
-/// Weight element kinds, as the kernels number them (`WT_*` in kernels/common.cuh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightKind {
-    Fp8 = 0,
-    Bf16 = 1,
-    F16 = 2,
-    F32 = 3,
-}
-
-impl WeightKind {
-    pub fn suffix(self) -> &'static str {
-        ["fp8", "bf16", "f16", "f32"][self as usize]
-    }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        [1, 2, 2, 4][self as usize]
-    }
-}
+/// Weight element kinds (`WT_*`): each format names its kind (formats/mod.rs).
+pub use crate::formats::WeightKind;
 
 /// GEMV epilogues (`GEMV_*` in kernels/gemv.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

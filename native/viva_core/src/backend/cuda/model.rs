@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::llama_tensors::LlamaTensors;
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::weights::WeightFormat;
+use crate::formats::WeightFormat;
 
 pub struct DevLayer {
     pub attn_norm: CudaSlice<f32>, // (hidden)
@@ -72,7 +72,7 @@ impl CudaModel {
             layers,
             norm: vec(&t.final_norm()?)?,
             lm_head,
-            inv_freq: vec(&crate::ops::rope_inv_freq(c))?,
+            inv_freq: vec(&crate::backend::cpu::ops::rope_inv_freq(c))?,
             gpu: gpu.clone(),
         };
         // every GEMV stages its x (row_stride f32) in shared memory
