@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use half::bf16;
 
 use super::tile::{TileMode, RT};
-use super::{DeviceLayout, DeviceTarget, Format, WeightKind};
+use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
 use crate::backend::cpu::par::par_rows;
 use crate::backend::cpu::simd;
 use crate::error::Result;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use half::f16;
 
 use super::tile::{TileMode, RT};
-use super::{DeviceLayout, DeviceTarget, Format, WeightKind};
+use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
 use crate::backend::cpu::par::par_rows;
 use crate::backend::cpu::simd::{self, Half};
 use crate::error::{Error, Result};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
-use super::{cuda_err, drv};
+use super::errors::{cuda_err, drv};
 use crate::error::{Error, Result};
 
 /// Headers the kernel files include (`#include "name"`), inlined by `expand`: NVRTC gets no

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaFunction, CudaStream};
 
-use super::drv;
+use super::errors::drv;
 use super::kernels::{GemvMode, Split, SplitOp, WeightKind};
 use super::params::*;
 use super::Gpu;

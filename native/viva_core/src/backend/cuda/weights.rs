@@ -11,7 +11,8 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::launch;
 use super::params::{QuantParams, WeightView};
-use super::{drv, Gpu};
+use super::errors::drv;
+use super::Gpu;
 use crate::error::{Error, Result};
 use crate::formats::native::dtype_kind;
 use crate::formats::{DeviceLayout, Linear, WeightFormat, WeightKind};

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use super::native::native_row;
 use super::tile::{TileMode, RT};
-use super::{DeviceLayout, DeviceTarget, Format, WeightKind};
+use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
 use crate::backend::cpu::par::par_rows;
 use crate::error::Result;
 use crate::tensor::TensorView;

@@ -32,34 +32,17 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::formats::tile::{tm_units, TileMode, RT};
+use crate::formats::tile::{tm_units, RT};
 use crate::formats::{dispatch, expand_row_bf16, Activations, Format, Linear};
 
 mod tiles;
+pub use tiles::Kernel;
 use tiles::*;
 #[cfg(test)]
 mod tests;
 
 /// Weight rows per rayon task: a whole number of micro-tiles.
 const BAND_ROWS: usize = 4 * RT;
-/// Tokens per activation panel (two 512-bit vectors of f32).
-const NT: usize = 32;
-/// k is padded with zeros to a multiple of this (a bf16 pair).
-const K_ALIGN: usize = 2;
-
-/// Which tile kernel a GEMM runs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kernel {
-    /// Plain Rust lanes (any CPU): the fallback.
-    Portable,
-    /// AVX2 + FMA f32 (CPUs without AVX-512): the f32 tile as 6-row × 16-token register blocks.
-    Avx2,
-    /// AVX-512F f32 FMA.
-    F32,
-    /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
-    /// without AVX512_BF16, the f32 tiles on the same rounded values.
-    Bf16,
-}
 
 /// The kernel `linear_batch` uses under `act` on this CPU.
 pub fn kernel_for(act: Activations) -> Kernel {

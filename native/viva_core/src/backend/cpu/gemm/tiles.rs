@@ -1,11 +1,29 @@
 //! The GEMM's inner kernels: weight rows expanded straight into tile-major bands, and the
 //! 12-row × 32-token register tiles (AVX-512 f32 / `vdpbf16ps`, AVX2 f32, portable).
-use super::*;
-use crate::formats::bf16_at;
-use crate::formats::tile::at;
-
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+use crate::formats::tile::{at, tm_units, TileMode, RT};
+use crate::formats::{bf16_at, Format};
+
+/// Tokens per activation panel (two 512-bit vectors of f32).
+pub(super) const NT: usize = 32;
+/// k is padded with zeros to a multiple of this (a bf16 pair).
+pub(super) const K_ALIGN: usize = 2;
+
+/// Which tile kernel a GEMM runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kernel {
+    /// Plain Rust lanes (any CPU): the fallback.
+    Portable,
+    /// AVX2 + FMA f32 (CPUs without AVX-512): the f32 tile as 6-row × 16-token register blocks.
+    Avx2,
+    /// AVX-512F f32 FMA.
+    F32,
+    /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
+    /// without AVX512_BF16, the f32 tiles on the same rounded values.
+    Bf16,
+}
 
 /// Rows r0..r0+rows of `w` (k columns) expanded straight into the tile-major band the tile
 /// kernels read (`at::<true>`; kernel F32: exact f32 as `expand_row_f32`, kernel Bf16: bf16
