@@ -6,7 +6,6 @@ use crate::backend::cpu::gemm::{linear_batch, GemmBuf};
 use crate::backend::cpu::kv_cache::{put_row, KvCache};
 use crate::backend::cpu::linear::linear;
 use crate::backend::cpu::ops::{self, AttnShape};
-use crate::llama_tensors::LlamaTensors;
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
 use crate::formats::{Activations, Linear, WeightFormat};
@@ -106,7 +105,7 @@ impl Model {
     /// may be lower than the checkpoint's (the `num_layers` load option): only those blocks load.
     /// `on_layer(i)` runs after block i is bound and packed (load progress).
     pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat, on_layer: &mut dyn FnMut(usize)) -> Result<Self> {
-        let t = LlamaTensors { ckpt, config: &config };
+        let t = config.tensors(ckpt);
         let embed_t = t.embed()?;
         let mut layers = crate::alloc::try_with_capacity(config.num_hidden_layers)?;
         let fuse = |parts: &[TensorView]| Linear::fuse(&parts.iter().collect::<Vec<_>>(), format);
