@@ -3,25 +3,23 @@
 use super::simd::*;
 use super::{Blocking, PackedFp8};
 use crate::backend::cpu::simd::{avx2, avx512, avx512_bf16, bf16_round, dot_bf16_bf16, f32_to_bf16};
+use crate::backend::cpu::simd::tests::close;
 use crate::error::{Error, Result};
 
-/// Named tolerance: relative to Σ|w·x| (different summation order only).
-const RTOL: f32 = 1e-5;
+/// An fp8 row kernel of one ISA: (codes, scales, block, x) → the row's dot.
+#[cfg(target_arch = "x86_64")]
+type Kern = unsafe fn(&[u8], &[f32], usize, &[f32]) -> f32;
 
-fn close(a: f32, b: f32, mag: f32) -> bool {
-    (a - b).abs() <= RTOL * mag + 1e-30
+/// The AVX-512 and AVX2 kernels of a pair that this CPU runs, by name.
+#[cfg(target_arch = "x86_64")]
+fn runnable(avx512_kernel: Kern, avx2_kernel: Kern) -> Vec<(&'static str, Kern)> {
+    [("avx512", avx512(), avx512_kernel), ("avx2", avx2(), avx2_kernel)].into_iter().filter(|k| k.1).map(|(n, _, f)| (n, f)).collect()
 }
 
 #[test]
 fn dot_fp8_matches_the_dequantized_row_for_every_blocking() -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    type Kern = unsafe fn(&[u8], &[f32], usize, &[f32]) -> f32;
-    #[cfg(target_arch = "x86_64")]
-    let kernels: Vec<(&str, Kern)> = [("avx512", avx512(), dot_fp8_avx512 as Kern), ("avx2", avx2(), dot_fp8_avx2 as Kern)]
-        .into_iter()
-        .filter(|k| k.1)
-        .map(|(n, _, f)| (n, f))
-        .collect();
+    let kernels = runnable(dot_fp8_avx512, dot_fp8_avx2);
     #[cfg(not(target_arch = "x86_64"))]
     let kernels: Vec<(&str, fn())> = Vec::new();
     if kernels.is_empty() {
@@ -64,13 +62,7 @@ fn dot_fp8_matches_the_dequantized_row_for_every_blocking() -> Result<()> {
 #[test]
 fn bf16_activation_dots_match_the_rounded_products() -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    type Kern = unsafe fn(&[u8], &[f32], usize, &[f32]) -> f32;
-    #[cfg(target_arch = "x86_64")]
-    let fma_kernels: Vec<(&str, Kern)> = [("avx512", avx512(), dot_fp8_bf16r_avx512 as Kern), ("avx2", avx2(), dot_fp8_bf16r_avx2 as Kern)]
-        .into_iter()
-        .filter(|k| k.1)
-        .map(|(n, _, f)| (n, f))
-        .collect();
+    let fma_kernels = runnable(dot_fp8_bf16r_avx512, dot_fp8_bf16r_avx2);
     #[cfg(not(target_arch = "x86_64"))]
     let fma_kernels: Vec<(&str, fn())> = Vec::new();
     if !avx512_bf16() && fma_kernels.is_empty() {

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Whether the AVX-512 paths run here (`tuning`: the CPU has AVX-512F, not `VIVA_NO_AVX512`).
 #[inline]

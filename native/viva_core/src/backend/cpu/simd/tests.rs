@@ -21,7 +21,8 @@ fn exp_slice(x: &mut [f32]) -> bool {
 /// Named tolerance: relative to Σ|w·x| (different summation order only).
 const RTOL: f32 = 1e-5;
 
-fn close(a: f32, b: f32, mag: f32) -> bool {
+/// `a` equals `b` to [`RTOL`] of the terms' magnitude `mag` (the fp8 kernels' tests use it too).
+pub(crate) fn close(a: f32, b: f32, mag: f32) -> bool {
     (a - b).abs() <= RTOL * mag + 1e-30
 }
 
