@@ -1,8 +1,10 @@
-//! Prefill GEMM throughput (viva_core::backend::cpu::gemm) against this machine's multiply-add peak, measured
-//! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
-//! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
-//! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in GB/s of weights
-//! read against the read bandwidth of all cores measured in the same run (its roofline).
+//! Prefill GEMM throughput (viva_core::backend::cpu::gemm) against this machine's multiply-add
+//! peak, measured in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the
+//! roofline of the f32 and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear
+//! shapes at m = 32 / 512.
+//! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in
+//! GB/s of weights read against the read bandwidth of all cores measured in the same run (its
+//! roofline).
 //!
 //! cargo run --release -p viva_bench --bin cpu_gemm -- [--no-append]
 //! Prints a markdown table and appends it (date, machine, commit) to bench/results/cpu_gemm.md.

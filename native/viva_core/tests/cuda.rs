@@ -194,7 +194,7 @@ fn device_fp8_prepack_is_bit_identical_to_the_host_prepack() {
 }
 
 /// The device bf16 rounding (used when loading `weights => bf16` from an f32/f16 checkpoint) is
-/// bit-identical to the host's (weights.rs), special values included.
+/// bit-identical to the host's (formats/bf16.rs), special values included.
 #[test]
 fn device_bf16_conversion_is_bit_identical_to_the_host() {
     use viva_core::tensor::TensorView;

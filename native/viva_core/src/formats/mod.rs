@@ -5,9 +5,10 @@
 //! - [`fp8`]: E4M3 weight-only with per-channel or K-blocked scales (the default, block 16):
 //!   ~1.06 bytes per weight at block 16, half of bf16's traffic per decode step.
 //!
-//! Each format is a type implementing [`Format`] (format.rs, the seam): packing from the checkpoint's row parts, row
-//! access and expansion, its CPU matvec (f32 activations) and row dot (bf16 activations), its
-//! GEMM tile expansion, and its device layout and kernel kind. The [`registry!`] below names
+//! Each format is a type implementing [`Format`] (format.rs, the seam): packing from the
+//! checkpoint's row parts, row access and expansion, its CPU matvec (f32 activations) and row
+//! dot (bf16 activations), its GEMM tile expansion, and its device layout and kernel kind
+//! (tile.rs holds the GEMM's tile layout every expansion writes). The `registry!` below names
 //! them: it declares [`Linear`] (one variant per format, holding that format's value),
 //! [`WeightFormat`] (the load option, with the format's parameters) and `dispatch!`, the one
 //! `match` that turns a `Linear` into its format's concrete type. Callers dispatch once per
@@ -121,7 +122,7 @@ impl Linear {
     pub fn fuse(parts: &[&TensorView], format: WeightFormat) -> Result<Self> {
         let k = parts.first().map(|p| p.shape.get(1).copied().unwrap_or(0)).ok_or_else(|| Error::Internal("empty linear".into()))?;
         if let Some(p) = parts.iter().find(|p| p.shape.len() != 2 || p.shape[1] != k) {
-            return Err(Error::ShapeMismatch { name: p.name.clone(), expected: vec![p.shape[0], k], got: p.shape.clone() });
+            return Err(Error::ShapeMismatch { name: p.name.clone(), expected: vec![p.shape.first().copied().unwrap_or(0), k], got: p.shape.clone() });
         }
         let n: usize = parts.iter().map(|p| p.shape[0]).sum();
         format.pack(parts, n, k)

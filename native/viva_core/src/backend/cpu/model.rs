@@ -1,5 +1,5 @@
 //! Llama weights and the forward pass of one token on the CPU backend.
-//! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
+//! Linears are held in the load's `WeightFormat` (formats/), HF layout [out, in].
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::backend::cpu::gemm::{linear_batch, GemmBuf};

@@ -154,7 +154,7 @@ impl DevLinear {
         Ok(DevLinear { kind: WeightKind::Fp8, n, k, row_stride, bpr, block, data: codes, scales })
     }
 
-    /// This checkpoint-dtype linear rounded to bf16 on the device (as weights.rs on the host).
+    /// This checkpoint-dtype linear rounded to bf16 on the device (as formats/bf16.rs on the host).
     fn to_bf16(&self, gpu: &Gpu, stream: &Arc<CudaStream>) -> Result<Self> {
         let out = Self::alloc_dense(stream, WeightKind::Bf16, self.n, self.k)?;
         let p = self.quant_params(stream, out.data.device_ptr(stream).0, 0, out.row_stride, self.k, 1)?;
