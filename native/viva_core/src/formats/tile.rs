@@ -39,6 +39,8 @@ pub fn at<const TM: bool>(r: usize, c: usize, kp: usize) -> usize {
 
 /// 16 bf16 pairs from two vectors of 16 f32 (columns c..c+16 and c+16..c+32), each rounded to
 /// nearest even (`vcvtneps2bf16`, as `simd::f32_to_bf16`).
+/// # Safety
+/// AVX-512F and AVX512_BF16 present.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
 pub unsafe fn pairs_of(lo: __m512, hi: __m512) -> __m512i {

@@ -172,7 +172,7 @@ pub(super) unsafe fn dot_fp8_bf16r_avx2(codes: &[u8], scales: &[f32], block: usi
 /// kernels for k values: at least `need` codes, a scale for every block, blocks that are whole
 /// 16-code vectors and (below k) a power of two of them, so vector j's scale is j >> shift.
 pub(super) fn fp8_row_fits(codes: usize, scales: usize, block: usize, need: usize, k: usize) -> bool {
-    codes >= need && scales >= k.div_ceil(block).max(1) && block >= 16 && block % 16 == 0 && (block >= k || (block / 16).is_power_of_two())
+    codes >= need && scales >= k.div_ceil(block).max(1) && block >= 16 && block.is_multiple_of(16) && (block >= k || (block / 16).is_power_of_two())
 }
 
 /// The shift from a 16-code vector index to its scale index (31 when one block covers k).
