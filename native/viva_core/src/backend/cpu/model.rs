@@ -1,14 +1,14 @@
 //! Llama weights and the forward pass of one token on the CPU backend.
 //! Linears are held in the load's `WeightFormat` (formats/), HF layout [out, in].
-use crate::config::ModelConfig;
-use crate::error::{Error, Result};
 use crate::backend::cpu::gemm::{linear_batch, GemmBuf};
 use crate::backend::cpu::kv_cache::{put_row, KvCache};
 use crate::backend::cpu::linear::linear;
 use crate::backend::cpu::ops::{self, AttnShape};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::formats::{Activations, Linear, WeightFormat};
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::formats::{Activations, Linear, WeightFormat};
 use crate::weights::Embedding;
 
 pub struct Layer {

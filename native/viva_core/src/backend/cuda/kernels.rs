@@ -9,6 +9,7 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::errors::{cuda_err, drv};
 use crate::error::{Error, Result};
+use crate::formats::WeightKind;
 
 /// Headers the kernel files include (`#include "name"`), inlined by `expand`: NVRTC gets no
 /// include path, so no CUDA headers are needed on the machine.
@@ -52,9 +53,6 @@ fn expand(src: &str, seen: &mut Vec<&'static str>) -> Result<String> {
     }
     Ok(out)
 }
-
-/// Weight element kinds (`WT_*`): each format names its kind (formats/mod.rs).
-pub use crate::formats::WeightKind;
 
 /// GEMV epilogues (`GEMV_*` in kernels/gemv.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

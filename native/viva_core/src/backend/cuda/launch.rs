@@ -5,10 +5,11 @@ use std::sync::Arc;
 use cudarc::driver::{sys, CudaFunction, CudaStream};
 
 use super::errors::drv;
-use super::kernels::{GemvMode, Split, SplitOp, WeightKind};
+use super::kernels::{GemvMode, Split, SplitOp};
 use super::params::*;
 use super::Gpu;
 use crate::error::Result;
+use crate::formats::WeightKind;
 
 /// Kernel limits (kernels/attention.cu: ATT_MAX_GROUP, ATT_MAX_HD, ATT_MAX_CHUNK, ATT_THREADS).
 pub const ATT_MAX_GROUP: usize = 16;

@@ -9,9 +9,9 @@ use super::weights::{DevEmbedding, DevLinear};
 use super::{drv, require_gpu, Gpu};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::formats::WeightFormat;
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::formats::WeightFormat;
 
 pub struct DevLayer {
     pub attn_norm: CudaSlice<f32>, // (hidden)

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
-use super::launch;
-use super::params::{QuantParams, WeightView};
 use super::errors::drv;
 use super::Gpu;
+use super::launch;
+use super::params::{QuantParams, WeightView};
 use crate::error::{Error, Result};
 use crate::formats::native::dtype_kind;
 use crate::formats::{DeviceLayout, Linear, WeightFormat, WeightKind};
