@@ -10,7 +10,7 @@ typedef unsigned int u32;
 // +inf without <math.h> (NVRTC has no standard headers here).
 #define VIVA_INF __int_as_float(0x7f800000)
 
-// Weight element kinds (Rust: backend::cuda::kernels::WeightKind).
+// Weight element kinds (Rust: formats::WeightKind, formats/format.rs).
 #define WT_FP8 0
 #define WT_BF16 1
 #define WT_F16 2
@@ -46,7 +46,7 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
     return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
-// f32 -> bf16 bits exactly as the host's `half::bf16::from_f32` (weights.rs): round to nearest
+// f32 -> bf16 bits exactly as the host's `half::bf16::from_f32` (formats/bf16.rs): round to nearest
 // even, infinities kept, NaN kept quiet (bit 6 set). For weight conversion at load.
 __device__ __forceinline__ u16 f32_to_bf16_nan(float f) {
     u32 b = __float_as_uint(f);

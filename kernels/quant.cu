@@ -1,5 +1,5 @@
 // FP8 E4M3 prepack on the device at load (the load then maps the checkpoint's own bytes on the
-// host and packs here: no host-side quantization pass). Bit-identical to quant/fp8.rs
+// host and packs here: no host-side quantization pass). Bit-identical to formats/fp8/pack.rs
 // `PackedFp8::prepack`: scale = absmax/448 over the block's finite values (1 when that is 0),
 // codes = e4m3_encode(w / scale) with the same round-to-nearest-even bit arithmetic, saturation
 // to ±448 and NaN -> 0. Layout: codes (n, row_stride) zero padded, scales (n, bpr).

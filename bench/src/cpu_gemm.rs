@@ -1,8 +1,10 @@
-//! Prefill GEMM throughput (viva_core::gemm) against this machine's multiply-add peak, measured
-//! in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the roofline of the f32
-//! and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear shapes at m = 32 / 512.
-//! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in GB/s of weights
-//! read against the read bandwidth of all cores measured in the same run (its roofline).
+//! Prefill GEMM throughput (viva_core::backend::cpu::gemm) against this machine's multiply-add
+//! peak, measured in the same run: f32 FMA and bf16 `vdpbf16ps` loops on every core (the
+//! roofline of the f32 and bf16 kernels), then `linear_batch` on TinyLlama-1.1B's four linear
+//! shapes at m = 32 / 512.
+//! Second table: the decode GEMV (`backend::cpu::linear::linear`, m = 1) on the same shapes, in
+//! GB/s of weights read against the read bandwidth of all cores measured in the same run (its
+//! roofline).
 //!
 //! cargo run --release -p viva_bench --bin cpu_gemm -- [--no-append]
 //! Prints a markdown table and appends it (date, machine, commit) to bench/results/cpu_gemm.md.
@@ -10,9 +12,11 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use viva_core::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
+use viva_core::backend::cpu::gemm::{kernel_for, linear_batch_with, GemmBuf, Kernel};
 use viva_core::backend::cpu::{linear, ops};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
+use viva_core::kv::rows::LayerKv;
+use viva_core::kv::{blocks_for, KvDims};
 use viva_core::tensor::TensorView;
 use viva_core::weights::{Activations, Linear, WeightFormat};
 
@@ -149,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // the kernel of each `activations` setting: f32 (default) and bf16; and the AVX2 f32
             // tiles (what CPUs without AVX-512 run) where this CPU has a better one
             let mut kernels = vec![(kernel_for(Activations::F32), " (activations f32)"), (kernel_for(Activations::Bf16), " (activations bf16)")];
-            if kernels[0].0 != Kernel::Avx2 && viva_core::simd::avx2() {
+            if kernels[0].0 != Kernel::Avx2 && viva_core::backend::cpu::simd::avx2() {
                 kernels.push((Kernel::Avx2, " (activations f32, CPUs without AVX-512)"));
             }
             for (kernel, tag) in kernels {
@@ -212,21 +216,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, nh, nkv, hd, layers) in [("TinyLlama-1.1B", 32usize, 4usize, 64usize, 22usize), ("SmolLM2-135M", 9, 3, 64, 30), ("Llama-2-7B", 32, 32, 128, 8)] {
         let len = 2000;
         let shape = ops::AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, max_seq: len };
-        // (K, V) per layer
-        let fill = |salt: usize| -> Vec<f32> { (0..len * nkv * hd).map(|i| (((i + salt) * 7919 % 1013) as f32 - 506.0) / 500.0).collect() };
+        // (K, V) per layer, each a pool of its own in the paged layout (kv/), blocks in order
+        let dims = KvDims { layers: 1, kv_heads: nkv, head_dim: hd };
+        let blocks: Vec<u32> = (0..blocks_for(len) as u32).collect();
+        let fill = |salt: usize| -> Vec<f32> { (0..blocks.len() * dims.block_floats()).map(|i| (((i + salt) * 7919 % 1013) as f32 - 506.0) / 500.0).collect() };
         let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..layers).map(|l| (fill(2 * l), fill(2 * l + 1))).collect();
+        let views = |k, v| (LayerKv::new(k, &blocks, dims, 0).expect("table inside the pool"), LayerKv::new(v, &blocks, dims, 0).expect("table inside the pool"));
         let q: Vec<f32> = (0..nh * hd).map(|i| ((i % 37) as f32 - 18.0) / 20.0).collect();
         let mut scratch = vec![0.0; ops::attention_scratch_len(&shape)];
         let mut out = vec![0.0; nh * hd];
-        caches.iter().for_each(|(k, v)| ops::attention(&shape, &q, k, v, len - 1, &mut scratch, &mut out));
+        caches.iter().for_each(|(k, v)| {
+            let (k, v) = views(k, v);
+            ops::attention(&shape, &q, &k, &v, len - 1, &mut scratch, &mut out)
+        });
         let reps = 10 * layers;
         let t = Instant::now();
         for i in 0..reps {
             let (k, v) = &caches[i % layers];
-            ops::attention(&shape, &q, k, v, len - 1, &mut scratch, &mut out);
+            let (k, v) = views(k, v);
+            ops::attention(&shape, &q, &k, &v, len - 1, &mut scratch, &mut out);
         }
         let s = t.elapsed().as_secs_f64() / reps as f64;
-        let gbs = (2 * caches[0].0.len() * 4) as f64 / s / 1e9;
+        let gbs = (2 * len * nkv * hd * 4) as f64 / s / 1e9;
         table += &format!("| {name} | {nh} / {nkv} × {hd} | {layers} | {:.0} | {gbs:.1} | {:.0}% |\n", s * 1e6, 100.0 * gbs * 1e9 / bw);
     }
     let commit = sh("git rev-parse --short HEAD");

@@ -21,8 +21,8 @@ use std::time::Instant;
 use serde_json::json;
 use viva_core::kv::{KvDims, SeqKv};
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
-use viva_core::model::Scratch;
-use viva_core::quant::fp8::Blocking;
+use viva_core::backend::cpu::model::Scratch;
+use viva_core::formats::fp8::Blocking;
 use viva_core::sampling::Sampler;
 use viva_core::weights::{Activations, WeightFormat};
 

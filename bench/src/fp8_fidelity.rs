@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
 use viva_core::sampling::argmax;
-use viva_core::session::DecodeState;
+use viva_core::backend::cpu::state::DecodeState;
 use viva_core::weights::WeightFormat;
 
 const STEPS: usize = 32;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
 use viva_core::weights::WeightFormat;
 
 const PROMPT_TOKENS: usize = 16;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::llama_tensors::{layer_tensors, Dims, LlamaTensors};
 use crate::safetensors::Checkpoint;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -337,21 +338,14 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// The tensors of block `layer` (HF names) with the shapes this config implies.
-    pub fn layer_tensors(&self, layer: usize) -> [(String, Vec<usize>); 9] {
-        let (h, q, kv, inter) = (self.hidden_size, self.q_dim(), self.kv_dim(), self.intermediate_size);
-        let p = format!("model.layers.{layer}");
-        [
-            (format!("{p}.input_layernorm.weight"), vec![h]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![inter, h]),
-            (format!("{p}.mlp.up_proj.weight"), vec![inter, h]),
-            (format!("{p}.mlp.down_proj.weight"), vec![h, inter]),
-        ]
+    /// The dimensions the checkpoint's tensors follow.
+    pub fn dims(&self) -> Dims {
+        Dims { hidden: self.hidden_size, q: self.q_dim(), kv: self.kv_dim(), inter: self.intermediate_size, vocab: self.vocab_size }
+    }
+
+    /// The tensors of `ckpt` as this config names and shapes them.
+    pub fn tensors<'a>(&self, ckpt: &'a Checkpoint) -> LlamaTensors<'a> {
+        LlamaTensors { ckpt, dims: self.dims(), tied: self.tie_word_embeddings }
     }
 
     /// Every tensor this config implies is in `ckpt` with the shape it implies (shapes only:
@@ -363,7 +357,7 @@ impl ModelConfig {
     /// The loop over blocks ends at the first absent block, so it is bounded by the
     /// checkpoint's tensor count, not by `num_hidden_layers`.
     pub fn check_tensors(&self, ckpt: &Checkpoint) -> Result<()> {
-        let (h, vocab) = (self.hidden_size, self.vocab_size);
+        let (h, vocab, dims) = (self.hidden_size, self.vocab_size, self.dims());
         let check = |name: &str, want: &[usize]| -> Result<()> {
             match ckpt.shape(name) {
                 Some(got) if got == want => Ok(()),
@@ -376,7 +370,7 @@ impl ModelConfig {
         };
         check("model.embed_tokens.weight", &[vocab, h])?;
         for layer in 0..self.num_hidden_layers {
-            for (name, shape) in self.layer_tensors(layer) {
+            for (name, shape) in layer_tensors(layer, &dims) {
                 check(&name, &shape)?;
             }
         }

@@ -7,12 +7,12 @@ pub mod chat;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod formats;
 pub mod generation;
 pub mod gguf;
 pub mod kv;
 pub mod llama_tensors;
 pub mod llm;
-pub mod quant;
 pub mod safetensors;
 pub mod scheduler;
 pub mod sampling;
@@ -22,8 +22,3 @@ pub mod tuning;
 pub mod weights;
 
 pub use error::{Error, Result};
-
-// The CPU engine's modules at their paths before they moved into backend/cpu/: kept for the NIF,
-// the benches and the CUDA backend's files during the transition.
-pub use backend::cpu::state as session;
-pub use backend::cpu::{attn, gemm, model, ops, simd};

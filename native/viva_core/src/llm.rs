@@ -10,10 +10,10 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::backend::cpu::model::Model;
 use crate::safetensors::Checkpoint;
+use crate::formats::{Activations, WeightFormat};
 use crate::generation::Generation;
 use crate::sampling::MAX_TOP_K;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{Activations, WeightFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {

@@ -57,7 +57,7 @@ fn info_reports_the_cpu_level_and_kernels() {
     let on = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0");
     if on("VIVA_NO_AVX2") && (on("VIVA_NO_AVX512") || !t.cpu_has.avx512) {
         assert_eq!(i.cpu_level, "portable");
-        assert!(!viva_core::simd::avx2());
+        assert!(!viva_core::backend::cpu::simd::avx2());
     }
-    assert_eq!(viva_core::simd::avx512(), t.avx512);
+    assert_eq!(viva_core::backend::cpu::simd::avx512(), t.avx512);
 }

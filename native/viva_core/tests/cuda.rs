@@ -7,7 +7,7 @@ mod common;
 use common::fixture;
 
 use viva_core::llm::{Device, GenerateOptions, Llm, LoadOptions};
-use viva_core::quant::fp8::Blocking;
+use viva_core::formats::fp8::Blocking;
 use viva_core::sampling::top_k_into;
 use viva_core::weights::WeightFormat;
 
@@ -170,7 +170,7 @@ fn gemv_kernels_match_the_cpu_linear() {
 /// host's PackedFp8::prepack, special values included.
 #[test]
 fn device_fp8_prepack_is_bit_identical_to_the_host_prepack() {
-    use viva_core::quant::fp8::PackedFp8;
+    use viva_core::formats::fp8::PackedFp8;
     use viva_core::tensor::TensorView;
     use viva_core::weights::Linear;
     let Some(_gpu) = gpu_or_skip() else { return };
@@ -194,7 +194,7 @@ fn device_fp8_prepack_is_bit_identical_to_the_host_prepack() {
 }
 
 /// The device bf16 rounding (used when loading `weights => bf16` from an f32/f16 checkpoint) is
-/// bit-identical to the host's (weights.rs), special values included.
+/// bit-identical to the host's (formats/bf16.rs), special values included.
 #[test]
 fn device_bf16_conversion_is_bit_identical_to_the_host() {
     use viva_core::tensor::TensorView;
@@ -206,7 +206,7 @@ fn device_bf16_conversion_is_bit_identical_to_the_host() {
         data[i] = v;
     }
     let t = TensorView::from_f32("w", vec![n, k], &data);
-    let Linear::Bf16 { data: host, .. } = Linear::fuse(&[&t], WeightFormat::Bf16).unwrap() else { panic!("bf16 linear") };
+    let Linear::Bf16(viva_core::formats::bf16::Bf16Linear { data: host, .. }) = Linear::fuse(&[&t], WeightFormat::Bf16).unwrap() else { panic!("bf16 linear") };
     let (stride, dev) = viva_core::backend::cuda::check::to_bf16(&Linear::fuse(&[&t], WeightFormat::Native).unwrap()).unwrap();
     for r in 0..n {
         assert_eq!(&dev[r * stride..r * stride + k], &host[r * k..(r + 1) * k], "row {r}");
@@ -297,7 +297,7 @@ fn out_of_memory_is_an_error_and_the_gpu_keeps_working() {
 #[test]
 fn low_level_decode_steps_on_a_gpu_model_reproduce_generate() {
     use viva_core::sampling::argmax;
-    use viva_core::session::DecodeState;
+    use viva_core::backend::cpu::state::DecodeState;
     let Some(_gpu) = gpu_or_skip() else { return };
     for w in [WeightFormat::Native, WeightFormat::Fp8(Blocking::DEFAULT)] {
         let llm = load("tiny_mha_sharded", Device::Cuda, w);

@@ -12,7 +12,7 @@ mod common;
 use common::fixture;
 use viva_core::llm::{GenerateOptions, Llm, LoadOptions};
 use viva_core::sampling::argmax;
-use viva_core::session::DecodeState;
+use viva_core::backend::cpu::state::DecodeState;
 use viva_core::weights::{Activations, WeightFormat};
 
 const STEPS: usize = 20;

@@ -177,7 +177,7 @@ fn damaged_checkpoints_give_clear_errors() {
 #[test]
 fn decode_state_loop_reproduces_generate() {
     use viva_core::sampling::argmax;
-    use viva_core::session::DecodeState;
+    use viva_core::backend::cpu::state::DecodeState;
     for weights in [viva_core::weights::WeightFormat::Native, Default::default()] {
         let llm = Llm::load(&fixture("tiny_mha_sharded"), &LoadOptions { weights, ..Default::default() }).unwrap();
         let prompt = llm.tokenizer.encode("The quick brown fox", true).unwrap();

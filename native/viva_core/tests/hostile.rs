@@ -146,10 +146,10 @@ fn kv_cache_sizes_past_memory_are_errors() {
     let model = llm.model().unwrap();
     let cap = viva_core::config::MAX_POSITION_EMBEDDINGS;
     assert!(matches!(
-        viva_core::session::DecodeState::new(model, cap + 1),
+        viva_core::backend::cpu::state::DecodeState::new(model, cap + 1),
         Err(Error::ContextOverflow { needed, max }) if needed == cap + 1 && max == cap
     ));
-    assert!(matches!(viva_core::session::DecodeState::new(model, usize::MAX), Err(Error::ContextOverflow { .. })));
+    assert!(matches!(viva_core::backend::cpu::state::DecodeState::new(model, usize::MAX), Err(Error::ContextOverflow { .. })));
     // a config whose KV cache is ~2^48 bytes, and one whose size overflows usize
     let mut cfg = llm.config.clone();
     cfg.num_hidden_layers = 1 << 12;

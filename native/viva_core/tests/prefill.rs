@@ -6,8 +6,8 @@ mod common;
 use common::fixture;
 
 use viva_core::llm::{Device, Llm, LoadOptions};
-use viva_core::quant::fp8::Blocking;
-use viva_core::session::{DecodeState, PREFILL_ROWS};
+use viva_core::formats::fp8::Blocking;
+use viva_core::backend::cpu::state::{DecodeState, PREFILL_ROWS};
 use viva_core::weights::{Activations, WeightFormat};
 use viva_core::Error;
 

@@ -2,9 +2,9 @@
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use viva_core::ops::silu;
-use viva_core::quant::fp8::*;
-use viva_core::quant::linear::*;
+use viva_core::backend::cpu::ops::silu;
+use viva_core::formats::fp8::*;
+use viva_core::formats::fp8::linear::*;
 use viva_core::Error;
 
 /// A fast linear vs its twin: the same quantized operands, only the summation order differs

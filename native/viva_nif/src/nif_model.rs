@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 use viva_core::config::{ModelConfig, RopeScaling};
 use viva_core::llm::{Device, GenerateOptions, GenerateResult, Llm, LoadOptions, LoadProgress};
+use viva_core::formats::fp8::Blocking;
 use viva_core::scheduler::{Scheduler, SchedulerOptions};
-use viva_core::quant::fp8::Blocking;
 use viva_core::weights::{Activations, WeightFormat};
 use viva_core::Error;
 
@@ -21,8 +21,8 @@ use crate::resources::ModelResource;
 
 rustler::atoms! {
     // option keys and values
-    num_layers, tokenizer_path, device, all, auto, cpu, cuda, weights, block_size, fp8, bf16,
-    native, per_channel, activations, f32,
+    num_layers, tokenizer_path, device, all, auto, cpu, cuda, weights, block_size, bf16,
+    per_channel, activations, f32,
     max_new_tokens, temperature, top_k, top_p, seed, stop_on_eos, infinity,
     // argument names used in `{invalid_option, Arg, Value}` for non-option arguments
     path, prompt, model, messages, progress, viva_load_progress, none,
@@ -122,7 +122,6 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
     let mut sched = SchedulerOptions::default();
     let mut receiver = None;
     let mut blocking = Blocking::DEFAULT;
-    let mut fp8_weights = true;
     for (key, v) in options(term)? {
         if key == num_layers() {
             out.num_layers = if is_atom(v, all()) { None } else { Some(usize_of(v, key)?) };
@@ -131,9 +130,9 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
         } else if key == device() {
             out.device = one_of(v, key, &[(auto(), Device::Auto), (cpu(), Device::Cpu), (cuda(), Device::Cuda)])?;
         } else if key == weights() {
-            let w = one_of(v, key, &[(fp8(), None), (bf16(), Some(WeightFormat::Bf16)), (native(), Some(WeightFormat::Native))])?;
-            fp8_weights = w.is_none();
-            out.weights = w.unwrap_or(WeightFormat::Fp8(blocking));
+            // any registered format by its name (formats/mod.rs)
+            let name = v.atom_to_string().map_err(|_| bad(key, v))?;
+            out.weights = WeightFormat::from_name(&name).ok_or_else(|| bad(key, v))?;
         } else if key == activations() {
             out.activations = one_of(v, key, &[(f32(), Activations::F32), (bf16(), Activations::Bf16)])?;
         } else if key == block_size() {
@@ -157,7 +156,7 @@ fn decode_load_options<'a>(term: Term<'a>) -> Result<(Option<LocalPid>, LoadOpti
         }
     }
     // block_size may come before or after weights in the map
-    if fp8_weights {
+    if let WeightFormat::Fp8(_) = out.weights {
         out.weights = WeightFormat::Fp8(blocking);
     }
     Ok((receiver, out, sched))

@@ -5,6 +5,7 @@ pub mod gemm;
 pub mod linear;
 pub mod model;
 pub mod ops;
+pub mod par;
 pub mod simd;
 pub mod state;
 

@@ -1,5 +1,5 @@
 //! Llama weights and the forward pass of one token on the CPU backend.
-//! Linears are held in the load's `WeightFormat` (weights.rs), HF layout [out, in].
+//! Linears are held in the load's `WeightFormat` (formats/), HF layout [out, in].
 use std::sync::OnceLock;
 
 use crate::config::ModelConfig;
@@ -9,10 +9,10 @@ use crate::kv::rows::{put_row, LayerKv};
 use crate::kv::{KvDims, KvPool, SeqKv, SharedPool};
 use crate::backend::cpu::linear::linear;
 use crate::backend::cpu::ops::{self, AttnShape};
-use crate::llama_tensors::LlamaTensors;
+use crate::formats::{Activations, Linear, WeightFormat};
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::weights::{Activations, Embedding, Linear, WeightFormat};
+use crate::weights::Embedding;
 
 pub struct Layer {
     pub attn_norm: Vec<f32>, // (hidden)
@@ -111,7 +111,7 @@ impl Model {
     /// may be lower than the checkpoint's (the `num_layers` load option): only those blocks load.
     /// `on_layer(i)` runs after block i is bound and packed (load progress).
     pub fn new(ckpt: &Checkpoint, config: ModelConfig, format: WeightFormat, on_layer: &mut dyn FnMut(usize)) -> Result<Self> {
-        let t = LlamaTensors { ckpt, config: &config };
+        let t = config.tensors(ckpt);
         let embed_t = t.embed()?;
         let mut layers = crate::alloc::try_with_capacity(config.num_hidden_layers)?;
         let fuse = |parts: &[TensorView]| Linear::fuse(&parts.iter().collect::<Vec<_>>(), format);

@@ -9,9 +9,7 @@ use crate::backend::cpu::attn;
 use crate::kv::rows::LayerKv;
 use crate::config::{ModelConfig, RopeScaling};
 
-/// Below this many multiply-adds a matvec or attention runs on the calling thread: waking the
-/// pool costs more than the work.
-pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 17;
+use crate::backend::cpu::par::PARALLEL_MIN_WORK;
 
 /// HF LlamaRMSNorm: `x * rsqrt(mean(x²) + eps) * weight`, all in f32.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {

@@ -9,7 +9,7 @@ use super::weights::DevLinear;
 use super::{drv, require_gpu};
 use crate::error::{Error, Result};
 use crate::llm::Llm;
-use crate::weights::Linear;
+use crate::formats::Linear;
 
 fn cuda_model(llm: &Llm) -> Result<&super::model::CudaModel> {
     llm.cuda.as_ref().ok_or(Error::CudaUnavailable)
@@ -93,10 +93,10 @@ pub fn profile_decode(llm: &Llm, prompt: &[u32]) -> Result<Vec<(&'static str, f6
 }
 
 /// `lin` (a `Native` linear) packed to fp8 on the device: (codes (n, row_stride), scales (n, bpr)).
-pub fn pack_fp8(lin: &Linear, blocking: crate::quant::fp8::Blocking) -> Result<(Vec<u8>, Vec<f32>)> {
+pub fn pack_fp8(lin: &Linear, blocking: crate::formats::fp8::Blocking) -> Result<(Vec<u8>, Vec<f32>)> {
     let gpu = require_gpu()?;
     let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
-    let w = DevLinear::upload(&s, lin)?.to_fp8(&gpu, &s, blocking)?;
+    let w = DevLinear::upload(&s, lin)?.to_fp8(&gpu, &s, blocking.block_len(lin.shape().1)?)?;
     let (mut codes, mut scales) = (vec![0u8; w.n * w.row_stride], vec![0f32; w.n * w.bpr]);
     s.memcpy_dtoh(&w.data, &mut codes).map_err(drv("read"))?;
     s.memcpy_dtoh(&w.scales, &mut scales).map_err(drv("read"))?;
@@ -108,8 +108,8 @@ pub fn pack_fp8(lin: &Linear, blocking: crate::quant::fp8::Blocking) -> Result<(
 pub fn to_bf16(lin: &Linear) -> Result<(usize, Vec<u16>)> {
     let gpu = require_gpu()?;
     let s = gpu.ctx.new_stream().map_err(drv("stream"))?;
-    let Linear::Native(parts) = lin else { return Err(Error::Internal("to_bf16 takes a native linear".into())) };
-    let w = DevLinear::from_parts(&gpu, &s, &parts.iter().collect::<Vec<_>>(), crate::weights::WeightFormat::Bf16)?;
+    let Linear::Native(nat) = lin else { return Err(Error::Internal("to_bf16 takes a native linear".into())) };
+    let w = DevLinear::from_parts(&gpu, &s, &nat.parts.iter().collect::<Vec<_>>(), crate::formats::WeightFormat::Bf16)?;
     let mut bytes = vec![0u8; w.n * w.row_stride * 2];
     s.memcpy_dtoh(&w.data, &mut bytes).map_err(drv("read"))?;
     s.synchronize().map_err(drv("sync"))?;

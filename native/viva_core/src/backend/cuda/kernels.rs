@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
-use super::{cuda_err, drv};
+use super::errors::{cuda_err, drv};
 use crate::error::{Error, Result};
+use crate::formats::WeightKind;
 
 /// Headers the kernel files include (`#include "name"`), inlined by `expand`: NVRTC gets no
 /// include path, so no CUDA headers are needed on the machine.
@@ -51,25 +52,6 @@ fn expand(src: &str, seen: &mut Vec<&'static str>) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-/// Weight element kinds, as the kernels number them (`WT_*` in kernels/common.cuh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightKind {
-    Fp8 = 0,
-    Bf16 = 1,
-    F16 = 2,
-    F32 = 3,
-}
-
-impl WeightKind {
-    pub fn suffix(self) -> &'static str {
-        ["fp8", "bf16", "f16", "f32"][self as usize]
-    }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        [1, 2, 2, 4][self as usize]
-    }
 }
 
 /// GEMV epilogues (`GEMV_*` in kernels/gemv.cu).

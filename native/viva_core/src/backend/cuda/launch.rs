@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaFunction, CudaStream};
 
-use super::drv;
-use super::kernels::{GemvMode, Split, SplitOp, WeightKind};
+use super::errors::drv;
+use super::kernels::{GemvMode, Split, SplitOp};
 use super::params::*;
 use super::Gpu;
 use crate::error::Result;
+use crate::formats::WeightKind;
 
 /// Kernel limits (kernels/attention.cu: ATT_MAX_GROUP, ATT_MAX_HD, ATT_MAX_CHUNK, ATT_THREADS).
 pub const ATT_MAX_GROUP: usize = 16;

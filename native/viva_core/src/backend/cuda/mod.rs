@@ -5,6 +5,7 @@
 //! is missing, so `gpu()` checks `is_culib_present()` first and runs the whole initialisation
 //! under `catch_unwind`: no driver, a broken driver or no GPU is an `Err(reason)`, never a crash.
 pub mod check;
+mod errors;
 pub mod kernels;
 pub mod launch;
 pub mod model;
@@ -17,9 +18,10 @@ use std::panic::catch_unwind;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::sys as blas_sys;
-use cudarc::driver::{sys, CudaContext, DriverError};
+use cudarc::driver::{sys, CudaContext};
 
 use crate::error::{Error, Result};
+pub(crate) use errors::{cuda_err, drv};
 
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
@@ -51,21 +53,6 @@ pub fn gpu() -> std::result::Result<Arc<Gpu>, String> {
 /// `gpu()` for the load path: `CudaUnavailable` when there is none.
 pub fn require_gpu() -> Result<Arc<Gpu>> {
     gpu().map_err(|_| Error::CudaUnavailable)
-}
-
-pub(crate) fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
-    Error::Cuda(format!("{what}: {e:?}"))
-}
-
-/// Maps a driver error; CUDA_ERROR_OUT_OF_MEMORY becomes `OutOfMemory`.
-pub(crate) fn drv(what: &str) -> impl Fn(DriverError) -> Error + '_ {
-    move |e: DriverError| {
-        if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
-            Error::OutOfMemory
-        } else {
-            cuda_err(what, e)
-        }
-    }
 }
 
 fn init() -> std::result::Result<Arc<Gpu>, String> {

@@ -9,10 +9,9 @@ use super::weights::{DevEmbedding, DevLinear};
 use super::{drv, require_gpu, Gpu};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::llama_tensors::LlamaTensors;
+use crate::formats::WeightFormat;
 use crate::safetensors::Checkpoint;
 use crate::tensor::TensorView;
-use crate::weights::WeightFormat;
 
 pub struct DevLayer {
     pub attn_norm: CudaSlice<f32>, // (hidden)
@@ -47,7 +46,7 @@ impl CudaModel {
             return Err(Error::invalid_option("device", format!("cuda: head_dim {} × group {group} exceeds the attention kernel", c.head_dim)));
         }
         let stream = gpu.ctx.new_stream().map_err(drv("stream"))?;
-        let t = LlamaTensors { ckpt, config: c };
+        let t = c.tensors(ckpt);
         let g = &gpu;
         let lin = |parts: &[TensorView]| DevLinear::from_parts(g, &stream, &parts.iter().collect::<Vec<_>>(), format);
         let vec = |v: &[f32]| stream.clone_htod(v).map_err(drv("upload"));
@@ -72,7 +71,7 @@ impl CudaModel {
             layers,
             norm: vec(&t.final_norm()?)?,
             lm_head,
-            inv_freq: vec(&crate::ops::rope_inv_freq(c))?,
+            inv_freq: vec(&crate::backend::cpu::ops::rope_inv_freq(c))?,
             gpu: gpu.clone(),
         };
         // every GEMV stages its x (row_stride f32) in shared memory

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use cudarc::cublas::sys as blas;
 use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaStream};
 
-use super::kernels::{GemvMode, Split, SplitOp, WeightKind};
+use super::kernels::{GemvMode, Split, SplitOp};
 use super::launch::{self, ATT_MAX_CHUNK, ATT_MIN_CHUNK};
 use super::model::{ptr, CudaModel};
 use super::params::{ArgmaxParams, AttnParams, DecodeIo, DequantParams, EmbedParams, GemvParams, RopeRowsParams, SplitParams, TopkParams};
 use super::weights::DevLinear;
 use super::{cuda_err, drv, BlasHandle};
 use crate::error::{Error, Result};
+use crate::formats::WeightKind;
 use crate::sampling::MAX_TOP_K;
 
 /// Prompt rows per prefill pass: bounds the prefill scratch (longer prompts run in chunks).

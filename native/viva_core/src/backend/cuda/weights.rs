@@ -1,21 +1,22 @@
 //! Device copies of the model's weights, built straight from the checkpoint's tensors: the
 //! mapped bytes go to the device as they are (rows padded to 16 bytes: the GEMV kernels read one
-//! 16-byte vector per lane), and the load's format is made there — fp8 packed by
-//! kernels/quant.cu (bit-identical to the host prepack), bf16 rounded there (bit-identical to
-//! weights.rs). No host copy of a weight is made beyond one padded tensor at a time when its
+//! 16-byte vector per lane), and the load's format is made there: the format names its device
+//! target (`Format::device_target`: a kernel kind and block), and that kind's pack kernel makes
+//! it — fp8 packed by kernels/quant.cu (bit-identical to the host prepack), bf16 rounded there
+//! (bit-identical to formats/bf16.rs). No host copy of a weight is made beyond one padded tensor at a time when its
 //! rows are not 16-byte multiples, so the two backends compute with identical weights.
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
-use super::kernels::WeightKind;
+use super::errors::drv;
+use super::Gpu;
 use super::launch;
 use super::params::{QuantParams, WeightView};
-use super::{drv, Gpu};
 use crate::error::{Error, Result};
-use crate::quant::fp8::Blocking;
-use crate::tensor::{DType, TensorView};
-use crate::weights::{Linear, WeightFormat};
+use crate::formats::native::dtype_kind;
+use crate::formats::{DeviceLayout, Linear, WeightFormat, WeightKind};
+use crate::tensor::TensorView;
 
 /// A [n, k] linear on the device.
 pub struct DevLinear {
@@ -46,59 +47,44 @@ impl DevLinear {
     /// Checkpoint tensors (each (n_i, k), stacked along rows: the fused q·k·v or gate·up) as one
     /// `format` linear on the device.
     pub fn from_parts(gpu: &Gpu, stream: &Arc<CudaStream>, parts: &[&TensorView], format: WeightFormat) -> Result<Self> {
-        let src = Self::native(stream, parts)?;
-        match format {
-            WeightFormat::Native => Ok(src),
-            WeightFormat::Bf16 if src.kind == WeightKind::Bf16 => Ok(src),
-            WeightFormat::Bf16 => src.to_bf16(gpu, stream),
-            WeightFormat::Fp8(b) => src.to_fp8(gpu, stream, b),
+        let native = Linear::fuse(parts, WeightFormat::Native)?;
+        let (n, k) = native.shape();
+        let src = Self::dense(stream, &native.device_layout()?, n, k)?;
+        let target = format.device_target(src.kind, src.k)?;
+        match target.kind {
+            kind if kind == src.kind => Ok(src),
+            WeightKind::Fp8 => src.to_fp8(gpu, stream, target.block),
+            WeightKind::Bf16 => src.to_bf16(gpu, stream),
+            kind => Err(Error::Internal(format!("no device pack kernel makes {kind:?} weights"))),
         }
     }
 
     /// A linear already in its format on the host (the GPU tests' harness, check.rs): the same bytes.
     pub fn upload(stream: &Arc<CudaStream>, lin: &Linear) -> Result<Self> {
         let (n, k) = lin.shape();
-        match lin {
-            Linear::Fp8(p) => {
-                p.validate()?;
-                Ok(DevLinear {
-                    kind: WeightKind::Fp8,
-                    n,
-                    k,
-                    row_stride: p.row_stride,
-                    bpr: p.blocks_per_row,
-                    block: p.block,
-                    data: stream.clone_htod(&p.codes).map_err(drv("upload fp8 codes"))?,
-                    scales: stream.clone_htod(&p.scales).map_err(drv("upload fp8 scales"))?,
-                })
-            }
-            Linear::Bf16 { data, .. } => {
-                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let mut d = Self::alloc_dense(stream, WeightKind::Bf16, n, k)?;
-                d.write_rows(stream, 0, &bytes)?;
-                Ok(d)
-            }
-            Linear::Native(parts) => Self::native(stream, &parts.iter().collect::<Vec<_>>()),
+        match lin.device_layout()? {
+            DeviceLayout::Scaled { kind, row_stride, bpr, block, data, scales } => Ok(DevLinear {
+                kind,
+                n,
+                k,
+                row_stride,
+                bpr,
+                block,
+                data: stream.clone_htod(data).map_err(drv("upload codes"))?,
+                scales: stream.clone_htod(scales).map_err(drv("upload scales"))?,
+            }),
+            dense => Self::dense(stream, &dense, n, k),
         }
     }
 
-    /// The parts' own bytes (bf16 / f16 / f32) in padded rows.
-    fn native(stream: &Arc<CudaStream>, parts: &[&TensorView]) -> Result<Self> {
-        let first = parts.first().ok_or_else(|| Error::Internal("empty linear".into()))?;
-        let kind = native_kind(first)?;
-        let k = first.shape[1];
-        if let Some(p) = parts.iter().find(|p| p.shape.len() != 2 || p.shape[1] != k) {
-            return Err(Error::ShapeMismatch { name: p.name.clone(), expected: vec![p.shape[0], k], got: p.shape.clone() });
-        }
-        if let Some(p) = parts.iter().find(|p| native_kind(p).ok() != Some(kind)) {
-            return Err(Error::UnsupportedDtype { name: p.name.clone(), dtype: format!("{:?} mixed with {kind:?}", p.dtype) });
-        }
-        let n = parts.iter().map(|p| p.shape[0]).sum();
-        let mut d = Self::alloc_dense(stream, kind, n, k)?;
+    /// A dense layout's row blocks (n rows of k in all) in padded rows.
+    fn dense(stream: &Arc<CudaStream>, layout: &DeviceLayout, n: usize, k: usize) -> Result<Self> {
+        let DeviceLayout::Dense { kind, blocks } = layout else { return Err(Error::Internal("dense upload of a scaled layout".into())) };
+        let mut d = Self::alloc_dense(stream, *kind, n, k)?;
         let mut row = 0;
-        for p in parts {
-            d.write_rows(stream, row, p.bytes())?;
-            row += p.shape[0];
+        for b in blocks {
+            d.write_rows(stream, row, b)?;
+            row += b.len() / (k * kind.size()).max(1);
         }
         Ok(d)
     }
@@ -157,9 +143,8 @@ impl DevLinear {
 
     /// This checkpoint-dtype linear packed to fp8 on the device: bit-identical to
     /// `PackedFp8::prepack` on the host (kernels/quant.cu), without the host pass.
-    pub fn to_fp8(&self, gpu: &Gpu, stream: &Arc<CudaStream>, blocking: Blocking) -> Result<Self> {
+    pub fn to_fp8(&self, gpu: &Gpu, stream: &Arc<CudaStream>, block: usize) -> Result<Self> {
         let (n, k) = (self.n, self.k);
-        let block = blocking.block_len(k)?;
         let bpr = k.div_ceil(block);
         let row_stride = padded(WeightKind::Fp8, k);
         let codes = stream.alloc_zeros::<u8>(n * row_stride).map_err(drv("alloc fp8 codes"))?; // (n, row_stride)
@@ -169,7 +154,7 @@ impl DevLinear {
         Ok(DevLinear { kind: WeightKind::Fp8, n, k, row_stride, bpr, block, data: codes, scales })
     }
 
-    /// This checkpoint-dtype linear rounded to bf16 on the device (as weights.rs on the host).
+    /// This checkpoint-dtype linear rounded to bf16 on the device (as formats/bf16.rs on the host).
     fn to_bf16(&self, gpu: &Gpu, stream: &Arc<CudaStream>) -> Result<Self> {
         let out = Self::alloc_dense(stream, WeightKind::Bf16, self.n, self.k)?;
         let p = self.quant_params(stream, out.data.device_ptr(stream).0, 0, out.row_stride, self.k, 1)?;
@@ -198,16 +183,6 @@ impl DevLinear {
     }
 }
 
-fn native_kind(t: &TensorView) -> Result<WeightKind> {
-    match t.dtype {
-        DType::BF16 => Ok(WeightKind::Bf16),
-        DType::F16 => Ok(WeightKind::F16),
-        DType::F32 => Ok(WeightKind::F32),
-        #[allow(unreachable_patterns)]
-        other => Err(Error::UnsupportedDtype { name: t.name.clone(), dtype: format!("{other:?}") }),
-    }
-}
-
 /// The embedding table (vocab, hidden) on the device: the checkpoint's dtype for `native`, bf16
 /// for the other formats (as `Embedding::new` on the host), rows unpadded.
 pub struct DevEmbedding {
@@ -217,11 +192,11 @@ pub struct DevEmbedding {
 
 impl DevEmbedding {
     pub fn from_tensor(gpu: &Gpu, stream: &Arc<CudaStream>, t: &TensorView, format: WeightFormat) -> Result<Self> {
-        let kind = native_kind(t)?;
+        let kind = dtype_kind(t)?;
         let (vocab, hidden) = (t.shape[0], t.shape[1]);
         dim(vocab * hidden, "embedding elements")?;
         let data = stream.clone_htod(t.bytes()).map_err(drv("upload embedding"))?;
-        if format == WeightFormat::Native || kind == WeightKind::Bf16 {
+        if format.embeds_as_stored() || kind == WeightKind::Bf16 {
             return Ok(DevEmbedding { kind, data });
         }
         let out = stream.alloc_zeros::<u8>(vocab * hidden * 2).map_err(drv("alloc embedding"))?;

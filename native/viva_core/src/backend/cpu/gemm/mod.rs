@@ -32,35 +32,17 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::weights::{bf16_row_bytes, expand_row_bf16, expand_row_f32, native_row, weight_at, Activations, Linear};
+use crate::formats::tile::{tm_units, RT};
+use crate::formats::{dispatch, expand_row_bf16, Activations, Format, Linear};
 
 mod tiles;
+pub use tiles::Kernel;
 use tiles::*;
 #[cfg(test)]
 mod tests;
 
-/// Weight rows per micro-tile (each broadcast against the token panel).
-const RT: usize = 12;
 /// Weight rows per rayon task: a whole number of micro-tiles.
 const BAND_ROWS: usize = 4 * RT;
-/// Tokens per activation panel (two 512-bit vectors of f32).
-const NT: usize = 32;
-/// k is padded with zeros to a multiple of this (a bf16 pair).
-const K_ALIGN: usize = 2;
-
-/// Which tile kernel a GEMM runs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kernel {
-    /// Plain Rust lanes (any CPU): the fallback.
-    Portable,
-    /// AVX2 + FMA f32 (CPUs without AVX-512): the f32 tile as 6-row × 16-token register blocks.
-    Avx2,
-    /// AVX-512F f32 FMA.
-    F32,
-    /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
-    /// without AVX512_BF16, the f32 tiles on the same rounded values.
-    Bf16,
-}
 
 /// The kernel `linear_batch` uses under `act` on this CPU.
 pub fn kernel_for(act: Activations) -> Kernel {
@@ -129,6 +111,14 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
     if m == 0 || n == 0 {
         return;
     }
+    dispatch!(w, f => linear_batch_format(f, kernel, round, x, m, out, buf))
+}
+
+/// [`linear_batch_with`] for one format, once the kernel and `round` (bf16 numerics on the f32
+/// tiles) are chosen.
+#[allow(clippy::too_many_arguments)]
+fn linear_batch_format<F: Format>(w: &F, kernel: Kernel, round: bool, x: &[f32], m: usize, out: &mut [f32], buf: &mut GemmBuf) {
+    let (n, k) = w.shape();
     let kp = k.div_ceil(K_ALIGN) * K_ALIGN;
     let m_pad = m.div_ceil(NT) * NT;
     pack_activations(kernel, round, x, m, k, kp, buf);
@@ -140,7 +130,7 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
         let rows_pad = rows.div_ceil(RT) * RT;
         // the next band's weights, pulled towards this core while this band computes: its
         // expansion then reads them from cache, not DRAM (a task runs the bands after its own)
-        let next = row_span(w, r0 + rows, (r0 + rows + BAND_ROWS).min(n));
+        let next = w.row_span(r0 + rows, (r0 + rows + BAND_ROWS).min(n));
         let tiles = rows_pad / RT * (m_pad / NT);
         let share = |rt: usize, p: usize| {
             let (i, lines) = ((rt / RT) * (m_pad / NT) + p, next.len().div_ceil(64));
@@ -212,7 +202,7 @@ pub fn linear_batch_with(kernel: Kernel, w: &Linear, x: &[f32], m: usize, out: &
             wf.clear();
             wf.resize(rows_pad * kp, 0.0);
             for (i, dst) in wf.chunks_exact_mut(kp).take(rows).enumerate() {
-                expand_row_f32(w, r0 + i, &mut dst[..k]);
+                w.expand_row_f32(r0 + i, &mut dst[..k]);
                 if round {
                     dst[..k].iter_mut().for_each(|v| *v = crate::backend::cpu::simd::bf16_round(*v));
                 }
@@ -299,25 +289,6 @@ fn for_tiles(m_pad: usize, rows: usize, mut tile: impl FnMut(usize, usize, &mut 
                 out_t[(rt + r) * m_pad + p * NT..(rt + r) * m_pad + (p + 1) * NT].copy_from_slice(d);
             }
         }
-    }
-}
-
-/// The stored bytes of rows r0..r1 of `w` (fp8: the codes), as far as they are contiguous (a
-/// fused native linear stops at the end of the part holding r0); empty when r0 ≥ r1.
-fn row_span(w: &Linear, r0: usize, r1: usize) -> &[u8] {
-    if r0 >= r1 {
-        return &[];
-    }
-    match w {
-        Linear::Bf16 { k, data, .. } => crate::backend::cpu::simd::u16_le_bytes(&data[r0 * k..r1 * k]).unwrap_or(&[]),
-        Linear::Fp8(p) => &p.codes[r0 * p.row_stride..r1 * p.row_stride],
-        Linear::Native(parts) => match native_row(parts, r0) {
-            Some((p, pr)) => {
-                let row_bytes = p.bytes().len() / p.shape[0].max(1);
-                &p.bytes()[pr * row_bytes..(pr + r1 - r0).min(p.shape[0]) * row_bytes]
-            }
-            None => &[],
-        },
     }
 }
 

@@ -1,8 +1,9 @@
 use super::*;
 use crate::error::Result;
-use crate::quant::fp8::Blocking;
+use crate::formats::fp8::Blocking;
+use crate::formats::tile::at;
 use crate::tensor::{DType, Storage, TensorView};
-use crate::weights::WeightFormat;
+use crate::formats::WeightFormat;
 
 fn values(len: usize, salt: usize) -> Vec<f32> {
     (0..len).map(|i| (((i * 7919 + salt * 104729) % 1013) as f32 - 506.0) / 700.0).collect()
@@ -58,7 +59,7 @@ fn every_kernel_matches_the_reference_on_ragged_shapes() -> Result<()> {
                 linear_batch_with(kernel, &w, &x, m, &mut got, &mut buf);
                 for t in 0..m {
                     for r in 0..n {
-                        let mag: f64 = (0..k).map(|c| (weight_at(&w, r, c) as f64 * x[t * k + c] as f64).abs()).sum();
+                        let mag: f64 = (0..k).map(|c| (w.weight_at(r, c) as f64 * x[t * k + c] as f64).abs()).sum();
                         let (g, e) = (got[t * n + r], want[t * n + r]);
                         assert!(((g - e).abs() as f64) <= 1e-5 * mag + 1e-30, "{name} {kernel:?} m{m} n{n} k{k} [{t},{r}]: {g} vs {e}");
                     }
@@ -83,7 +84,7 @@ fn fused_tile_major_expansion_matches_the_row_expansion() -> Result<()> {
                     let units = if kernel == Kernel::F32 { kp } else { kp / 2 };
                     let span = tm_units(units);
                     let mut got = vec![0xDEAD_BEEFu32; rows_pad * span];
-                    if !expand_tiled(kernel, round, &w, r0, rows, k, kp, &mut got) {
+                    if !dispatch!(&w, f => expand_tiled(kernel, round, f, r0, rows, k, kp, &mut got)) {
                         // only where the CPU lacks the kernel's instructions
                         let has = if kernel == Kernel::F32 { crate::backend::cpu::simd::avx512() } else { crate::backend::cpu::simd::avx512_bf16() };
                         assert!(!has, "{name} {kernel:?} n{n} k{k}: fused expansion refused");
@@ -92,8 +93,8 @@ fn fused_tile_major_expansion_matches_the_row_expansion() -> Result<()> {
                     for r in 0..rows_pad {
                         let (mut f, mut b) = (vec![0f32; kp], vec![0u16; kp]);
                         if r < rows {
-                            expand_row_f32(&w, r0 + r, &mut f[..k]);
-                            expand_row_bf16(&w, r0 + r, &mut b[..k]);
+                            w.expand_row_f32(r0 + r, &mut f[..k]);
+                            w.expand_row_bf16(r0 + r, &mut b[..k]);
                         }
                         for u in 0..span {
                             let want = match u < units {
@@ -125,7 +126,7 @@ fn decode_gemv_matches_the_reference_under_both_numerics() -> Result<()> {
                 let mut got = vec![f32::NAN; n];
                 crate::backend::cpu::linear::linear(&w, &x, &mut got, act);
                 for r in 0..n {
-                    let mag: f64 = (0..k).map(|c| (weight_at(&w, r, c) as f64 * x[c] as f64).abs()).sum();
+                    let mag: f64 = (0..k).map(|c| (w.weight_at(r, c) as f64 * x[c] as f64).abs()).sum();
                     assert!(((got[r] - want[r]).abs() as f64) <= 1e-5 * mag + 1e-30, "{name} {act:?} n{n} k{k} row {r}: {} vs {}", got[r], want[r]);
                 }
             }

@@ -1,62 +1,45 @@
 //! The GEMM's inner kernels: weight rows expanded straight into tile-major bands, and the
 //! 12-row × 32-token register tiles (AVX-512 f32 / `vdpbf16ps`, AVX2 f32, portable).
-use super::*;
-
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// One stored weight row as [`expand_tiled`] reads it: raw little-endian bytes (k values) or
-/// fp8 codes with their scales (scale of column c: c >> shift); `Zero` past the band.
-#[derive(Clone, Copy)]
-pub(super) enum RowSrc<'a> {
-    Zero,
-    F32(&'a [u8]),
-    Bf16(&'a [u8]),
-    F16(&'a [u8]),
-    Fp8(&'a [u8], &'a [f32], u32),
-}
+use crate::formats::tile::{at, tm_units, TileMode, RT};
+use crate::formats::{bf16_at, Format};
 
-/// Row `r` of `w` (k values) as a [`RowSrc`]; `None` where the 16-wide loads do not apply (fp8
-/// blocks that split a 16-vector, a big-endian target).
-pub(super) fn row_src(w: &Linear, r: usize, k: usize) -> Option<RowSrc<'_>> {
-    match w {
-        Linear::Bf16 { data, .. } => crate::backend::cpu::simd::u16_le_bytes(&data[r * k..(r + 1) * k]).map(RowSrc::Bf16),
-        // one scale per 16-vector, found by a shift (a division per vector doubled the
-        // expansion): power-of-two blocks of whole vectors, or one block for the row
-        Linear::Fp8(p) if p.block >= k || (p.block >= 16 && p.block.is_power_of_two()) => {
-            let (codes, scales) = p.row(r);
-            let shift = if p.block >= k { usize::BITS - 1 } else { p.block.trailing_zeros() };
-            Some(RowSrc::Fp8(codes, scales, shift))
-        }
-        Linear::Fp8(_) => None,
-        Linear::Native(parts) => {
-            let (p, pr) = native_row(parts, r)?;
-            let sz = p.dtype.size();
-            let bytes = p.bytes().get(pr * k * sz..(pr + 1) * k * sz)?;
-            match p.dtype {
-                _ if cfg!(target_endian = "big") => None,
-                crate::tensor::DType::F32 => Some(RowSrc::F32(bytes)),
-                crate::tensor::DType::BF16 => Some(RowSrc::Bf16(bytes)),
-                crate::tensor::DType::F16 => Some(RowSrc::F16(bytes)),
-            }
-        }
-    }
+/// Tokens per activation panel (two 512-bit vectors of f32).
+pub(super) const NT: usize = 32;
+/// k is padded with zeros to a multiple of this (a bf16 pair).
+pub(super) const K_ALIGN: usize = 2;
+
+/// Which tile kernel a GEMM runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kernel {
+    /// Plain Rust lanes (any CPU): the fallback.
+    Portable,
+    /// AVX2 + FMA f32 (CPUs without AVX-512): the f32 tile as 6-row × 16-token register blocks.
+    Avx2,
+    /// AVX-512F f32 FMA.
+    F32,
+    /// `vdpbf16ps` on bf16-rounded activations and weights (`Activations::Bf16`); on a CPU
+    /// without AVX512_BF16, the f32 tiles on the same rounded values.
+    Bf16,
 }
 
 /// Rows r0..r0+rows of `w` (k columns) expanded straight into the tile-major band the tile
-/// kernels read (`at::<true>`; kernel F32: exact f32 as [`expand_row_f32`], kernel Bf16: bf16
-/// pairs as [`expand_row_bf16`]), zeros past `rows` and past k: all rows_pad × tm_units(units)
-/// elements of `dst` are written. A row's 16 units of one k block are one 512-bit vector, so
-/// this costs what a row-major expansion does (~0.25 ns/weight, one core). It replaced
-/// row-major expansion + a scalar reorder to [kp][RT] (~1.3 ns/weight: it only paid from 4
-/// token panels on, so pp32 ran its tiles from rows kp apart at 64 % of the FMA peak) — pp32
-/// +25-35 %, pp512 +7-17 % (TinyLlama, 2 Zen 4 cores, alternating runs).
+/// kernels read (`at::<true>`; kernel F32: exact f32 as `expand_row_f32`, kernel Bf16: bf16
+/// pairs as `expand_row_bf16`), zeros past `rows` and past k: all rows_pad × tm_units(units)
+/// elements of `dst` are written. Each tile's rows go through the format's
+/// `Format::expand_tile_avx512` (one call per tile). A row's 16 units of one k block are one
+/// 512-bit vector, so this costs what a row-major expansion does (~0.25 ns/weight, one core).
+/// It replaced row-major expansion + a scalar reorder to [kp][RT] (~1.3 ns/weight: it only paid
+/// from 4 token panels on, so pp32 ran its tiles from rows kp apart at 64 % of the FMA peak) —
+/// pp32 +25-35 %, pp512 +7-17 % (TinyLlama, 2 Zen 4 cores, alternating runs).
 /// `round` (kernel F32 only: bf16 numerics on the f32 tiles, CPUs without AVX512_BF16): each
 /// value rounded to bf16 as `simd::bf16_round`, in registers.
 /// `false` (dst partly written) without AVX-512 (AVX512_BF16 for `Kernel::Bf16`) or for a
-/// weight [`row_src`] cannot read.
+/// weight whose `Format::tile_row` is `None`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, rows: usize, k: usize, kp: usize, dst: &mut [u32]) -> bool {
+pub(super) fn expand_tiled<F: Format>(kernel: Kernel, round: bool, w: &F, r0: usize, rows: usize, k: usize, kp: usize, dst: &mut [u32]) -> bool {
     let ok = match kernel {
         Kernel::F32 => crate::backend::cpu::simd::avx512(),
         Kernel::Bf16 => crate::backend::cpu::simd::avx512_bf16(),
@@ -68,20 +51,25 @@ pub(super) fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, r
     if !ok || dst.len() < rows_pad * span || !kp.is_multiple_of(K_ALIGN) {
         return false;
     }
+    let mode = match kernel {
+        Kernel::F32 if round => TileMode::F32Rounded,
+        Kernel::F32 => TileMode::F32,
+        _ => TileMode::Bf16Pairs,
+    };
     // whole 16-unit steps (16 columns, or 32 as 16 pairs); the rest element by element
     let per_unit = kp / units;
     let whole = k / (16 * per_unit) * 16;
-    let mut src = [RowSrc::Zero; RT];
+    let mut src: [Option<F::Row<'_>>; RT] = [None; RT];
     for (t, tile) in dst[..rows_pad * span].chunks_exact_mut(RT * span).enumerate() {
         for (i, s) in src.iter_mut().enumerate() {
             let r = t * RT + i;
             *s = if r < rows {
-                match row_src(w, r0 + r, k) {
-                    Some(v) => v,
+                match w.tile_row(r0 + r) {
+                    Some(v) => Some(v),
                     None => return false,
                 }
             } else {
-                RowSrc::Zero
+                None
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -89,7 +77,7 @@ pub(super) fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, r
         // values ≥ whole·per_unit, fp8 scales c >> shift < k.div_ceil(block)); stores write
         // whole·RT ≤ RT·units elements of `tile`.
         unsafe {
-            expand_tile_avx512(kernel, round, &src, whole, tile.as_mut_ptr())
+            F::expand_tile_avx512(&src, mode, whole, tile.as_mut_ptr())
         }
         for u in whole..span {
             for i in 0..RT {
@@ -97,7 +85,7 @@ pub(super) fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, r
                 tile[at::<true>(i, u, span)] = if r >= rows || u >= units {
                     0
                 } else if kernel == Kernel::F32 {
-                    let v = if u < k { weight_at(w, r0 + r, u) } else { 0.0 };
+                    let v = if u < k { w.weight_at(r0 + r, u) } else { 0.0 };
                     if round { crate::backend::cpu::simd::bf16_round(v).to_bits() } else { v.to_bits() }
                 } else {
                     let half = |c: usize| if c < k { bf16_at(w, r0 + r, c) as u32 } else { 0 };
@@ -107,36 +95,6 @@ pub(super) fn expand_tiled(kernel: Kernel, round: bool, w: &Linear, r0: usize, r
         }
     }
     true
-}
-
-/// Element (r, c) of `w` as the bf16 bits [`expand_row_bf16`] gives it.
-pub(super) fn bf16_at(w: &Linear, r: usize, c: usize) -> u16 {
-    let k = w.shape().1;
-    if let Some(b) = bf16_row_bytes(w, r, k) {
-        return u16::from_le_bytes([b[2 * c], b[2 * c + 1]]);
-    }
-    let mut out = [0u16];
-    crate::backend::cpu::simd::f32_to_bf16(&[weight_at(w, r, c)], &mut out);
-    out[0]
-}
-
-/// Units (f32 values or bf16 pairs) per k block of the tile-major layout: one 512-bit vector.
-pub(super) const KB: usize = 16;
-
-/// A tile-major tile row's length for `units` units: whole k blocks.
-pub(super) fn tm_units(units: usize) -> usize {
-    units.div_ceil(KB) * KB
-}
-
-/// Index of unit (r, c) in a tile's RT rows: tile-major (`TM`, [kp / KB][RT][KB]: a k step's RT
-/// broadcasts come from RT lines that the next KB - 1 steps reuse) or row-major ([RT][kp]).
-#[inline(always)]
-pub(super) fn at<const TM: bool>(r: usize, c: usize, kp: usize) -> usize {
-    if TM {
-        (c / KB) * (RT * KB) + r * KB + c % KB
-    } else {
-        r * kp + c
-    }
 }
 
 /// One f32 tile: dst[r][t] = w[r] · x[t] for the RT rows of `w` (layout `TM`, see [`at`]) and the
@@ -208,60 +166,6 @@ pub(super) unsafe fn tile_f32_avx512<const TM: bool>(panel: *const f32, w: *cons
     for r in 0..RT {
         _mm512_storeu_ps(dst[r].as_mut_ptr(), acc[r][0]);
         _mm512_storeu_ps(dst[r].as_mut_ptr().add(16), acc[r][1]);
-    }
-}
-
-/// 16 f32 of a row from column `c0` (exact: as `expand_row_f32` / `simd::fp8_row_to_f32`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) unsafe fn row_f32x16(s: RowSrc, c0: usize) -> __m512 {
-    match s {
-        RowSrc::Zero => _mm512_setzero_ps(),
-        RowSrc::F32(b) => _mm512_loadu_ps(b.as_ptr().add(4 * c0) as *const f32),
-        RowSrc::Bf16(b) => crate::backend::cpu::simd::load16(b.as_ptr().add(2 * c0), crate::backend::cpu::simd::Half::Bf16),
-        RowSrc::F16(b) => crate::backend::cpu::simd::load16(b.as_ptr().add(2 * c0), crate::backend::cpu::simd::Half::F16),
-        // (value / 256) · (scale · 256): one rounding, as fp8_row_to_f32
-        RowSrc::Fp8(codes, scales, shift) => _mm512_mul_ps(crate::backend::cpu::simd::load_e4m3(codes.as_ptr().add(c0)), crate::backend::cpu::simd::scale16(scales, c0 >> shift)),
-    }
-}
-
-/// 16 bf16 pairs of a row from column `c0` (32 columns), as `expand_row_bf16`: bf16 bits as
-/// stored, anything else expanded exactly and rounded to nearest even (`vcvtneps2bf16`, as
-/// `simd::f32_to_bf16`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-pub(super) unsafe fn row_pairs16(s: RowSrc, c0: usize) -> __m512i {
-    match s {
-        RowSrc::Zero => _mm512_setzero_si512(),
-        RowSrc::Bf16(b) => _mm512_loadu_si512(b.as_ptr().add(2 * c0) as *const __m512i),
-        s => {
-            let lo: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(row_f32x16(s, c0)));
-            let hi: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(row_f32x16(s, c0 + 16)));
-            _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-        }
-    }
-}
-
-/// Units 0..whole (f32 values, rounded to bf16 values under `round`, or bf16 pairs for
-/// `Kernel::Bf16`; whole a multiple of KB) of a tile's RT rows into `dst` tile-major ([`at`]):
-/// each row's KB units are one 512-bit vector, loaded, converted and stored whole.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-pub(super) unsafe fn expand_tile_avx512(kernel: Kernel, round: bool, src: &[RowSrc; RT], whole: usize, dst: *mut u32) {
-    // row by row: one stream of codes (and scales) at a time, which the hardware prefetcher
-    // follows; the 12 rows side by side were 2x slower (12 streams of each)
-    for (i, s) in src.iter().enumerate() {
-        let mut u = 0;
-        while u < whole {
-            // block u / KB starts at (u / KB)·RT·KB = u·RT
-            let v = match kernel {
-                Kernel::F32 if round => _mm512_castps_si512(crate::backend::cpu::simd::bf16_round512::<true>(row_f32x16(*s, u))),
-                Kernel::F32 => _mm512_castps_si512(row_f32x16(*s, u)),
-                _ => row_pairs16(*s, 2 * u),
-            };
-            _mm512_storeu_si512(dst.add(u * RT + i * KB) as *mut __m512i, v);
-            u += KB;
-        }
     }
 }
 

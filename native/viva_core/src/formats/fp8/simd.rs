@@ -1,10 +1,17 @@
-//! The fp8 (E4M3, blocked scales) row dots and expansion: f32 activations (x·2^60, blocks summed
-//! before their scale), bf16 activations (`vdpbf16ps`, or f32 FMA on bf16-rounded weights), and
-//! the exact dequantization of a row.
+//! The fp8 (E4M3, blocked scales) row dots and expansion, AVX-512 and AVX2 (the portable
+//! lane loops are in linear.rs): f32 activations (x·2^60, blocks summed before their scale),
+//! bf16 activations (`vdpbf16ps`, or f32 FMA on bf16-rounded weights), and the exact
+//! dequantization of a row. E4M3 in the dots → f32 by integer ops alone (sign to bit 31,
+//! exponent+mantissa to bits 26..20: value·2^-120, f32 subnormals for E4M3's), with x taken as
+//! x·2^60 ([`fp8_x`]) so the products stay normal; `vcvtph2ps` (E4M3's fields as an f16,
+//! value/256) was the fp8 dot's bottleneck on Zen 4 and stays only in the exact dequantization
+//! ([`fp8_row_to_f32`]).
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::*;
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::simd::{bf16_round256, bf16_round512, hsum256};
+use crate::backend::cpu::simd::{avx2, avx512, avx512_bf16, bf16_round};
 
 /// One fp8 row dequantized to f32 into `dst` (k = dst.len() values), exactly as
 /// `PackedFp8::get` (code value × scale, one rounding). `false` (dst untouched) without AVX-512.
@@ -37,7 +44,7 @@ pub(super) unsafe fn fp8_row_to_f32_avx512(codes: &[u8], scales: &[f32], block: 
         j += 1;
     }
     for c in 16 * j..k {
-        dst[c] = crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block];
+        dst[c] = super::codec::e4m3_decode(codes[c]) * scales[c / block];
     }
 }
 
@@ -109,43 +116,7 @@ pub fn dot_fp8_bf16r(codes: &[u8], scales: &[f32], block: usize, xr: &[f32]) -> 
 /// The bf16-weight fp8 dots' scalar tail over codes `cols`: bf16(value·scale) (as
 /// `PackedFp8::get`, rounded) times x's bf16 value `x(c)`.
 pub(super) fn fp8_bf16_tail(codes: &[u8], scales: &[f32], block: usize, cols: std::ops::Range<usize>, x: impl Fn(usize) -> f32) -> f32 {
-    cols.map(|c| bf16_round(crate::quant::fp8::e4m3_decode(codes[c]) * scales[c / block]) * x(c)).sum()
-}
-
-/// 16 f32 rounded to bf16 (as f32) by [`bf16_round`]'s rule: nearest even by adding 0x7FFF plus
-/// the kept LSB. `EXACT`: bit for bit as [`bf16_round`] on every input (a zero exponent → signed
-/// zero, NaN → its quiet bf16 NaN: the add alone could carry a NaN into the sign or out of the
-/// word) — the GEMM's rounded weights. Otherwise finite and infinite values only, a zero
-/// exponent → +0 — the fp8 dots, whose weights (value · a finite scale) are never NaN and whose
-/// sums ±0 does not change; five ops fewer, ~35 % of that decode dot's time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) unsafe fn bf16_round512<const EXACT: bool>(v: __m512) -> __m512 {
-    let b = _mm512_castps_si512(v);
-    let hi = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
-    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-    let up = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb);
-    if !EXACT {
-        let normal = _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x7F80_0000));
-        return _mm512_castsi512_ps(_mm512_maskz_and_epi32(normal, up, hi));
-    }
-    let zero_exp = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7F80_0000));
-    let r = _mm512_mask_and_epi32(_mm512_and_si512(up, hi), zero_exp, b, _mm512_set1_epi32(i32::MIN));
-    let nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(b, _mm512_set1_epi32(i32::MAX)), _mm512_set1_epi32(0x7F80_0000));
-    // (b & 0xFFFF0000) | 0x00400000: the quiet bit, as bf16_bits
-    let quiet = _mm512_ternarylogic_epi32::<0xEA>(b, hi, _mm512_set1_epi32(0x0040_0000));
-    _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, nan, quiet))
-}
-
-/// [`bf16_round512`] (its finite form: the AVX2 fp8 dot) on 8 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn bf16_round256(v: __m256) -> __m256 {
-    let b = _mm256_castps_si256(v);
-    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
-    let up = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)), lsb), _mm256_set1_epi32(0xFFFF_0000u32 as i32));
-    let zero_exp = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7F80_0000)), _mm256_setzero_si256());
-    _mm256_castsi256_ps(_mm256_andnot_si256(zero_exp, up))
+    cols.map(|c| bf16_round(super::codec::e4m3_decode(codes[c]) * scales[c / block]) * x(c)).sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -201,7 +172,7 @@ pub(super) unsafe fn dot_fp8_bf16r_avx2(codes: &[u8], scales: &[f32], block: usi
 /// kernels for k values: at least `need` codes, a scale for every block, blocks that are whole
 /// 16-code vectors and (below k) a power of two of them, so vector j's scale is j >> shift.
 pub(super) fn fp8_row_fits(codes: usize, scales: usize, block: usize, need: usize, k: usize) -> bool {
-    codes >= need && scales >= k.div_ceil(block).max(1) && block >= 16 && block % 16 == 0 && (block >= k || (block / 16).is_power_of_two())
+    codes >= need && scales >= k.div_ceil(block).max(1) && block >= 16 && block.is_multiple_of(16) && (block >= k || (block / 16).is_power_of_two())
 }
 
 /// The shift from a 16-code vector index to its scale index (31 when one block covers k).
@@ -230,7 +201,7 @@ pub fn fp8_x(x: &[f32], dst: &mut Vec<f32>) -> bool {
     true
 }
 
-/// Σ_c decode(code_c)·scale(c)·x_c over one fp8 row (see quant/fp8.rs for the layout):
+/// Σ_c decode(code_c)·scale(c)·x_c over one fp8 row (see pack.rs for the layout):
 /// `codes` ≥ k, `scales` the row's blocks_per_row scales, `block` codes per scale, `xs` = x
 /// prepared by [`fp8_x`] (k = xs.len()). Blocks are summed in f32 before their scale (segments
 /// of at most 128 codes), four segments in flight; a |product| below 2^-66 is flushed.
@@ -343,7 +314,7 @@ pub(super) fn fp8_tail(codes: &[u8], scales: &[f32], block: usize, xs: &[f32], c
     if c >= xs.len() {
         return 0.0;
     }
-    let tail: f32 = (c..xs.len()).map(|i| crate::quant::fp8::e4m3_decode(codes[i]) * xs[i]).sum();
+    let tail: f32 = (c..xs.len()).map(|i| super::codec::e4m3_decode(codes[i]) * xs[i]).sum();
     tail * (1.0 / X_SHIFT) * scales[c / block]
 }
 

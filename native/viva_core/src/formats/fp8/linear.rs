@@ -1,4 +1,5 @@
-//! Linears over FP8-packed weights, the same signatures on every backend (this is the CPU one):
+//! The low-level linears over FP8-packed weights (the NIF's `linear_*`), the same signatures on
+//! every backend (this is the CPU one), and the fp8 row dot every CPU path uses:
 //! `out (m × n) = act(x (m × k) · Wᵀ + bias)` for W = PackedFp8 [n, k], x and out row-major.
 //! Each has a plain f32 `_ref` twin (dequantize, then a naive f64-accumulated matmul) that the
 //! tests compare against. Work is split over tokens and, within a token, over output rows.
@@ -7,7 +8,9 @@ use std::borrow::Cow;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::fp8::{block_scale, e4m3_decode, e4m3_decode_arith, e4m3_encode, PackedFp8};
+use super::codec::{e4m3_decode, e4m3_decode_arith, e4m3_encode};
+use super::pack::{block_scale, PackedFp8};
+use super::simd;
 use crate::error::{Error, Result};
 
 /// Lanes of the dot product's inner loop: one 16-byte code vector, and a whole number of them
@@ -77,7 +80,7 @@ fn check_shapes(name: &str, x_len: usize, w: &PackedFp8, bias: Option<&[f32]>, o
 /// Needs r < n and x.len() ≥ k (callers validate; out of range indexes like a slice).
 pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f32 {
     let (codes, scales) = w.row(r);
-    if let Some(v) = xs.and_then(|xs| crate::backend::cpu::simd::dot_fp8(codes, scales, w.block, &xs[..w.k.min(xs.len())])) {
+    if let Some(v) = xs.and_then(|xs| simd::dot_fp8(codes, scales, w.block, &xs[..w.k.min(xs.len())])) {
         return v;
     }
     #[cfg(target_arch = "x86_64")]
@@ -91,7 +94,7 @@ pub fn dot_fp8_row(w: &PackedFp8, r: usize, x: &[f32], xs: Option<&[f32]>) -> f3
 /// x prepared for [`dot_fp8_row`] into `buf` (`simd::fp8_x`): `Some` when the AVX-512 dot
 /// takes it.
 pub fn fp8_input<'b>(x: &[f32], buf: &'b mut Vec<f32>) -> Option<&'b [f32]> {
-    crate::backend::cpu::simd::fp8_x(x, buf).then_some(&buf[..])
+    simd::fp8_x(x, buf).then_some(&buf[..])
 }
 
 /// [`dot_fp8_row`] compiled for the baseline target only (tests compare the two).
