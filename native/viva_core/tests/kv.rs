@@ -166,20 +166,20 @@ fn a_shared_block_is_copied_before_it_is_written() {
     let model = llm.model().unwrap();
     let pool = model.kv_pool.get().unwrap();
     let p: Vec<u32> = (0..40).map(|i| (i * 13 + 2) % 100).collect();
-    let (mut s1, f1) = viva_core::session::DecodeState::with_prefix(model, 64, pool, &p).unwrap();
+    let (mut s1, f1) = viva_core::backend::cpu::state::DecodeState::with_prefix(model, 64, pool, &p).unwrap();
     assert_eq!(f1, 0);
     s1.prefill(model, &p).unwrap();
     let q: Vec<u32> = p.iter().copied().chain([77]).collect();
-    let (mut s2, f2) = viva_core::session::DecodeState::with_prefix(model, 64, pool, &q).unwrap();
+    let (mut s2, f2) = viva_core::backend::cpu::state::DecodeState::with_prefix(model, 64, pool, &q).unwrap();
     assert_eq!(f2, 32);
     s2.prefill(model, &q[32..]).unwrap();
     s2.prefill_at(model, &[1, 2, 3], 10).unwrap(); // rewrites positions 10..13 (a shared block)
-    let mut s3 = viva_core::session::DecodeState::new(model, 64).unwrap();
+    let mut s3 = viva_core::backend::cpu::state::DecodeState::new(model, 64).unwrap();
     s3.prefill(model, &p).unwrap();
     let (a, b) = (s1.step_at(model, 42, 40).unwrap().to_vec(), s3.step_at(model, 42, 40).unwrap().to_vec());
     assert_eq!(a, b);
     // and the cache still holds p's original blocks
     drop((s1, s2));
-    let (_s4, f4) = viva_core::session::DecodeState::with_prefix(model, 64, pool, &q).unwrap();
+    let (_s4, f4) = viva_core::backend::cpu::state::DecodeState::with_prefix(model, 64, pool, &q).unwrap();
     assert_eq!(f4, 32);
 }
