@@ -1,6 +1,7 @@
 //! The CPU backend: a sequence is a `DecodeState` (KV cache + scratch) stepped with the host
 //! `Model`'s forward pass.
 pub mod attn;
+pub mod batch;
 pub mod gemm;
 pub mod linear;
 pub mod model;
@@ -42,11 +43,7 @@ impl<'m> Backend for &'m Model {
     }
 
     fn step(self, batch: &mut [(&mut DecodeState, u32)]) -> Result<()> {
-        for (seq, id) in batch.iter_mut() {
-            let pos = seq.filled();
-            seq.step_at(self, *id, pos)?;
-        }
-        Ok(())
+        DecodeState::step_many(self, batch)
     }
 
     fn logits(self, seq: &mut DecodeState) -> Result<Vec<f32>> {
