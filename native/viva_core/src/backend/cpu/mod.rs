@@ -23,8 +23,12 @@ impl<'m> Backend for &'m Model {
         "cpu"
     }
 
+    /// A pool of its own: the model's shared pool is the scheduler's (`new_seq_for`). A forward
+    /// holds its pool's lock across rayon work, and a pool worker waiting in a parallel loop may
+    /// pick up another forward; two threads forwarding on one pool could then wait on each other.
+    /// The scheduler's one engine thread is the only one that forwards on the shared pool.
     fn new_seq(self, max_seq: usize) -> Result<DecodeState> {
-        DecodeState::with_kv(self, max_seq, self.kv_pool.get())
+        DecodeState::new(self, max_seq)
     }
 
     fn new_seq_for(self, max_seq: usize, prompt: &[u32]) -> Result<(DecodeState, usize)> {

@@ -33,8 +33,9 @@ pub struct Model {
     pub norm: Vec<f32>,     // (hidden)
     pub lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
     pub inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
-    /// The KV blocks every sequence of this model takes from (`Llm` sets it at load, sized by the
-    /// `kv_cache_bytes` option); unset, each sequence gets a pool of its own.
+    /// The KV blocks the scheduler's sequences of this model take from (`Llm` sets it at load,
+    /// sized by the `kv_cache_bytes` option; only the engine thread forwards on it: see
+    /// `Backend::new_seq` in cpu/mod.rs). Other sequences get pools of their own.
     pub kv_pool: OnceLock<SharedPool>,
 }
 
