@@ -95,7 +95,7 @@ fn the_scheduler_waits_for_blocks() {
     assert_eq!(llm.kv_blocks().map(|u| (u.blocks, u.free)), Some((8, 8)));
     let g = GenerateOptions { max_new_tokens: 40, stop_on_eos: false, ..GenerateOptions::default() };
     let prompts: Vec<Vec<u32>> = (0..8u32).map(|i| vec![1 + i, 2 + i, 3 + i]).collect();
-    // alone first: a direct generate takes its blocks from the same pool
+    // alone (a direct generate has a pool of its own)
     let alone: Vec<Vec<u32>> = prompts.iter().map(|p| llm.generate_ids(p, &g).unwrap().tokens).collect();
     let sched = Scheduler::start(llm.clone(), SchedulerOptions::default()).unwrap();
     let rxs: Vec<_> = prompts

@@ -9,7 +9,7 @@ use half::bf16;
 
 use super::tile::{TileMode, RT};
 use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
-use crate::backend::cpu::par::par_rows;
+use crate::backend::cpu::par::par_rows_multi;
 use crate::backend::cpu::simd;
 use crate::error::Result;
 use crate::tensor::{DType, TensorView};
@@ -71,8 +71,9 @@ impl Format for Bf16Linear {
         simd::u16_le_bytes(self.row(r))
     }
 
-    fn matvec_f32(&self, x: &[f32], out: &mut [f32]) {
-        par_rows(out, self.data.len(), |r| dot_lanes_bf16(self.row(r), x));
+    fn matvec_f32_multi(&self, xs: &[f32], b: usize, out: &mut [f32]) {
+        let k = self.k;
+        par_rows_multi(out, b, self.data.len() * b, |r, j| dot_lanes_bf16(self.row(r), &xs[j * k..(j + 1) * k]));
     }
 
     fn row_span(&self, r0: usize, r1: usize) -> &[u8] {

@@ -89,7 +89,13 @@ pub trait Format: Sized + Send + Sync {
         None
     }
     /// `out = W x` with f32 activations (the decode GEMV), rows split across the rayon pool.
-    fn matvec_f32(&self, x: &[f32], out: &mut [f32]);
+    fn matvec_f32(&self, x: &[f32], out: &mut [f32]) {
+        self.matvec_f32_multi(x, 1, out)
+    }
+    /// `matvec_f32` of `b` vectors at once (a batched decode step): xs (b, k), out (n, b), row r's
+    /// b results together (`par_rows_multi`). Each result is bit for bit the one `matvec_f32`
+    /// gives for that vector alone (the same row dot); the weights are read once for all b.
+    fn matvec_f32_multi(&self, xs: &[f32], b: usize, out: &mut [f32]);
     /// Row `r` · x under `Activations::Bf16`, where a fast kernel takes it: `xb` x as bf16 bits,
     /// `xr` their values as f32 (empty where `vdpbf16ps` runs). `None`: the portable path.
     fn dot_bf16_act(&self, r: usize, xb: &[u16], xr: &[f32]) -> Option<f32> {

@@ -11,7 +11,7 @@ use half::f16;
 
 use super::tile::{TileMode, RT};
 use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
-use crate::backend::cpu::par::par_rows;
+use crate::backend::cpu::par::par_rows_multi;
 use crate::backend::cpu::simd::{self, Half};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, TensorView};
@@ -84,15 +84,16 @@ impl Format for NativeLinear {
         }
     }
 
-    fn matvec_f32(&self, x: &[f32], out: &mut [f32]) {
+    fn matvec_f32_multi(&self, xs: &[f32], b: usize, out: &mut [f32]) {
         if let [p] = &self.parts[..] {
-            return matvec(p, x, out);
+            return matvec_multi(p, xs, b, out);
         }
         // fused parts (q·k·v, gate·up) as one parallel loop over all their rows
-        par_rows(out, out.len() * x.len(), |r| match self.row(r) {
+        let k = xs.len() / b.max(1);
+        par_rows_multi(out, b, out.len() * k, |r, j| match self.row(r) {
             Some((p, pr)) => {
-                let row_bytes = x.len() * p.dtype.size();
-                dot_row(&p.bytes()[pr * row_bytes..(pr + 1) * row_bytes], p.dtype, x)
+                let row_bytes = k * p.dtype.size();
+                dot_row(&p.bytes()[pr * row_bytes..(pr + 1) * row_bytes], p.dtype, &xs[j * k..(j + 1) * k])
             }
             None => f32::NAN,
         })
@@ -235,10 +236,16 @@ fn dot_row(row: &[u8], dtype: DType, x: &[f32]) -> f32 {
 /// three bf16 terms: that reads x three times per row, and at k = 5632 (down_proj) x no longer
 /// stays in L1 (measured on Zen 4, 2 cores: down_proj GEMV 20 vs 16 GB/s, decode +5 %).
 pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(w.numel(), out.len() * x.len());
-    let row_bytes = x.len() * w.dtype.size();
+    matvec_multi(w, x, 1, out)
+}
+
+/// [`matvec`] of `b` vectors: xs (b, k), out (n, b) (`par_rows_multi`).
+pub fn matvec_multi(w: &TensorView, xs: &[f32], b: usize, out: &mut [f32]) {
+    let k = xs.len() / b.max(1);
+    debug_assert_eq!(w.numel() * b, out.len() * k);
+    let row_bytes = k * w.dtype.size();
     let (bytes, dtype) = (w.bytes(), w.dtype);
-    par_rows(out, w.numel(), |r| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, x));
+    par_rows_multi(out, b, w.numel() * b, |r, j| dot_row(&bytes[r * row_bytes..(r + 1) * row_bytes], dtype, &xs[j * k..(j + 1) * k]));
 }
 
 /// Reference twin of [`matvec`]: one thread, element by element through `get_f32`.

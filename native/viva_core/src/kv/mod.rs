@@ -177,6 +177,11 @@ impl SharedPool {
         self.0.lock().map_err(|_| Error::Internal("kv pool lock poisoned".into()))
     }
 
+    /// Whether `other` is this same pool.
+    pub fn same(&self, other: &SharedPool) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// (blocks total, blocks free or cached and idle, blocks registered for prefix sharing,
     /// prompt positions found cached so far).
     pub fn usage(&self) -> KvUsage {

@@ -27,6 +27,26 @@ pub fn linear(w: &Linear, x: &[f32], out: &mut [f32], act: Activations) {
     }
 }
 
+/// [`linear`] of `b` vectors at once (a batched decode step): xs (b, k), out (n, b), row r's b
+/// results together. Under f32 activations the weights stream from memory once for all b and
+/// each result is bit for bit `linear`'s for that vector alone; bf16 activations run `linear`
+/// per vector (the same results, the weights read b times).
+pub fn linear_multi(w: &Linear, xs: &[f32], b: usize, out: &mut [f32], act: Activations) {
+    match act {
+        Activations::F32 => dispatch!(w, f => f.matvec_f32_multi(xs, b, out)),
+        Activations::Bf16 => {
+            let (n, k) = w.shape();
+            let mut col = vec![0f32; n];
+            for j in 0..b {
+                linear(w, &xs[j * k..(j + 1) * k], &mut col, act);
+                for (r, &v) in col.iter().enumerate() {
+                    out[r * b + j] = v;
+                }
+            }
+        }
+    }
+}
+
 /// [`linear`] under `Activations::Bf16`: x rounded to bf16 once, then every row
 /// Σ bf16(w)·bf16(x) summed in f32 — one `vdpbf16ps` per 32 bf16 weights; fp8 dequantized and
 /// rounded in registers (without AVX512_BF16 too: f32 FMA against x's bf16 values); other rows

@@ -1,6 +1,7 @@
 //! The CPU backend: a sequence is a `DecodeState` (KV cache + scratch) stepped with the host
 //! `Model`'s forward pass.
 pub mod attn;
+pub mod batch;
 pub mod gemm;
 pub mod linear;
 pub mod model;
@@ -22,8 +23,12 @@ impl<'m> Backend for &'m Model {
         "cpu"
     }
 
+    /// A pool of its own: the model's shared pool is the scheduler's (`new_seq_for`). A forward
+    /// holds its pool's lock across rayon work, and a pool worker waiting in a parallel loop may
+    /// pick up another forward; two threads forwarding on one pool could then wait on each other.
+    /// The scheduler's one engine thread is the only one that forwards on the shared pool.
     fn new_seq(self, max_seq: usize) -> Result<DecodeState> {
-        DecodeState::with_kv(self, max_seq, self.kv_pool.get())
+        DecodeState::new(self, max_seq)
     }
 
     fn new_seq_for(self, max_seq: usize, prompt: &[u32]) -> Result<(DecodeState, usize)> {
@@ -42,11 +47,7 @@ impl<'m> Backend for &'m Model {
     }
 
     fn step(self, batch: &mut [(&mut DecodeState, u32)]) -> Result<()> {
-        for (seq, id) in batch.iter_mut() {
-            let pos = seq.filled();
-            seq.step_at(self, *id, pos)?;
-        }
-        Ok(())
+        DecodeState::step_many(self, batch)
     }
 
     fn logits(self, seq: &mut DecodeState) -> Result<Vec<f32>> {

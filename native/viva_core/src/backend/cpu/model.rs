@@ -33,21 +33,22 @@ pub struct Model {
     pub norm: Vec<f32>,     // (hidden)
     pub lm_head: Linear,    // (vocab, hidden); embed_tokens' weights when tied
     pub inv_freq: Vec<f32>, // (head_dim / 2) RoPE inverse frequencies, scaling applied; once per model
-    /// The KV blocks every sequence of this model takes from (`Llm` sets it at load, sized by the
-    /// `kv_cache_bytes` option); unset, each sequence gets a pool of its own.
+    /// The KV blocks the scheduler's sequences of this model take from (`Llm` sets it at load,
+    /// sized by the `kv_cache_bytes` option; only the engine thread forwards on it: see
+    /// `Backend::new_seq` in cpu/mod.rs). Other sequences get pools of their own.
     pub kv_pool: OnceLock<SharedPool>,
 }
 
 /// Every buffer one forward step needs, allocated once per generation.
 pub struct Scratch {
-    x: Vec<f32>,          // (hidden) residual stream
-    xb: Vec<f32>,         // (hidden) normed input / block output
-    qkv: Vec<f32>,        // (q_dim + 2·kv_dim)
-    attn: Vec<f32>,       // (q_dim) attention output
-    scores: Vec<f32>,     // attention scratch: scores + partials (ops::attention_scratch_len)
-    gate_up: Vec<f32>,    // (2·intermediate)
-    cos: Vec<f32>,        // (head_dim / 2)
-    sin: Vec<f32>,        // (head_dim / 2)
+    pub(super) x: Vec<f32>,      // (hidden) residual stream
+    xb: Vec<f32>,                // (hidden) normed input / block output
+    pub(super) qkv: Vec<f32>,    // (q_dim + 2·kv_dim)
+    pub(super) attn: Vec<f32>,   // (q_dim) attention output
+    pub(super) scores: Vec<f32>, // attention scratch: scores + partials (ops::attention_scratch_len)
+    gate_up: Vec<f32>,           // (2·intermediate)
+    pub(super) cos: Vec<f32>,    // (head_dim / 2)
+    pub(super) sin: Vec<f32>,    // (head_dim / 2)
     pub logits: Vec<f32>, // (vocab)
 }
 
@@ -287,14 +288,14 @@ impl Model {
 }
 
 /// Layer `l`'s K and V rows of the sequence with block table `table`.
-fn layer_kv<'a>(pool: &'a KvPool, table: &'a [u32], l: usize) -> Result<(LayerKv<'a>, LayerKv<'a>)> {
+pub(super) fn layer_kv<'a>(pool: &'a KvPool, table: &'a [u32], l: usize) -> Result<(LayerKv<'a>, LayerKv<'a>)> {
     match (LayerKv::new(&pool.k, table, pool.dims, l), LayerKv::new(&pool.v, table, pool.dims, l)) {
         (Some(k), Some(v)) => Ok((k, v)),
         _ => Err(bad_table()),
     }
 }
 
-fn bad_table() -> Error {
+pub(super) fn bad_table() -> Error {
     Error::Internal("a block table entry outside its kv pool".into())
 }
 
@@ -304,7 +305,7 @@ fn bad_table() -> Error {
 /// the pool (a dirty scheduler, the caller's thread), each would be injected and the caller
 /// parked and woken again. Measured on 2 cores, bf16 TinyLlama decode: +4.5 % (median of 8
 /// alternating rounds).
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub(super) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
     } else {

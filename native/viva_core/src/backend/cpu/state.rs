@@ -3,6 +3,7 @@
 //! the two paths run the same code and give the same tokens.
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::backend::cpu::batch::Row;
 use crate::kv::{KvDims, SeqKv, SharedPool};
 use crate::backend::cpu::model::{BatchScratch, Model, Scratch};
 
@@ -80,6 +81,34 @@ impl DecodeState {
         }
         self.filled = pos;
         self.prefill(model, ids)
+    }
+
+    /// One decode step for each (sequence, token), at each sequence's next position: two or
+    /// more sequences of one pool go through `Model::forward_multi` (the weights read once for
+    /// all), others one by one; the same logits either way.
+    pub fn step_many(model: &Model, batch: &mut [(&mut DecodeState, u32)]) -> Result<()> {
+        for (s, _) in batch.iter() {
+            s.check_model(model)?;
+        }
+        let one_pool = batch.windows(2).all(|w| w[0].0.kv.pool().same(w[1].0.kv.pool()));
+        if batch.len() < 2 || !one_pool {
+            for (s, id) in batch.iter_mut() {
+                let pos = s.filled;
+                s.step_at(model, *id, pos)?;
+            }
+            return Ok(());
+        }
+        let mut rows: Vec<Row<'_>> = crate::alloc::try_with_capacity(batch.len())?;
+        for (s, id) in batch.iter_mut() {
+            let s = &mut **s;
+            rows.push(Row { token: *id, pos: s.filled, kv: &mut s.kv, s: &mut s.scratch });
+        }
+        model.forward_multi(&mut rows)?;
+        drop(rows);
+        for (s, _) in batch.iter_mut() {
+            s.filled += 1;
+        }
+        Ok(())
     }
 
     pub fn logits(&self) -> &[f32] {

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use super::native::native_row;
 use super::tile::{TileMode, RT};
 use super::format::{DeviceLayout, DeviceTarget, Format, WeightKind};
-use crate::backend::cpu::par::par_rows;
+use crate::backend::cpu::par::par_rows_multi;
 use crate::error::Result;
 use crate::tensor::TensorView;
 
@@ -41,8 +41,8 @@ pub struct Fp8Row<'a> {
 }
 
 thread_local! {
-    /// The calling thread's x prepared for the fp8 dots (x·2^60, `simd::fp8_x`), reused.
-    static XS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's vectors prepared for the fp8 dots (x·2^60, `simd::fp8_x`), reused.
+    static XS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Format for PackedFp8 {
@@ -84,12 +84,20 @@ impl Format for PackedFp8 {
         row_f32(codes, scales, self.block, dst)
     }
 
-    fn matvec_f32(&self, x: &[f32], out: &mut [f32]) {
-        XS.with(|b| {
-            // re-entered on this thread (a pool job running a linear): a buffer of its own
-            let (mut tls, mut own) = (b.try_borrow_mut(), Vec::new());
-            let xs = linear::fp8_input(x, tls.as_deref_mut().unwrap_or(&mut own));
-            par_rows(out, self.n * self.k, |r| linear::dot_fp8_row(self, r, x, xs))
+    fn matvec_f32_multi(&self, xs: &[f32], b: usize, out: &mut [f32]) {
+        let (b, k) = (b.max(1), self.k);
+        XS.with(|bufs| {
+            // re-entered on this thread (a pool job running a linear): buffers of its own
+            let (mut tls, mut own) = (bufs.try_borrow_mut(), Vec::new());
+            let bufs = tls.as_deref_mut().unwrap_or(&mut own);
+            bufs.resize_with(b, Vec::new);
+            // each vector prepared once for the fast dot (when it takes them)
+            let ready: Vec<bool> = bufs.iter_mut().enumerate().map(|(j, buf)| linear::fp8_input(&xs[j * k..(j + 1) * k], buf).is_some()).collect();
+            let bufs = &bufs[..];
+            par_rows_multi(out, b, self.n * k * b, |r, j| {
+                let prep = ready[j].then(|| &bufs[j][..]);
+                linear::dot_fp8_row(self, r, &xs[j * k..(j + 1) * k], prep)
+            })
         })
     }
 
