@@ -21,11 +21,14 @@ impl Tokenizer {
 
     /// A tokenizer.json document; `path` names its origin in errors (e.g. a GGUF file).
     ///
-    /// `tokenizers` (0.23) panics instead of failing on two kinds of broken document (found by
-    /// fuzzing, fuzz/regressions/tokenizer/): a JSON syntax error inside `"decoder"`
+    /// `tokenizers` (0.23) panics instead of failing on three kinds of broken document (found
+    /// by fuzzing, fuzz/regressions/tokenizer/): a JSON syntax error inside `"decoder"`
     /// (`expect("Helper")`) and a `Precompiled` normalizer whose charsmap does not parse
-    /// (`expect("Precompiled")`). Both are checked here first, so that they are `BadFormat`;
-    /// any other panic while loading is caught and reported the same way.
+    /// (`expect("Precompiled")`) while loading, and a `TemplateProcessing` post-processor
+    /// whose template names a special token that its `special_tokens` lacks (its builder
+    /// checks that, its deserializer does not) at every encode with special tokens. All three
+    /// are checked here, so that they are `BadFormat`; any other panic while loading is caught
+    /// and reported the same way.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let bad = |d: String| Error::bad_format(path, d);
         let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
@@ -36,6 +39,9 @@ impl Tokenizer {
         let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|p| bad(format!("tokenizers panicked: {}", panic_message(&*p))))?
             .map_err(|e| bad(e.to_string()))?;
+        // the post-processor as `tokenizers` read it, written back: one form of template
+        let post = serde_json::to_value(inner.get_post_processor()).map_err(|e| bad(format!("post_processor: {e}")))?;
+        check_templates(&post).map_err(bad)?;
         Ok(Tokenizer { inner, path: path.to_path_buf() })
     }
 
@@ -225,6 +231,32 @@ fn check_precompiled(v: &serde_json::Value) -> std::result::Result<(), String> {
             o.values().try_for_each(check_precompiled)
         }
         serde_json::Value::Array(a) => a.iter().try_for_each(check_precompiled),
+        _ => Ok(()),
+    }
+}
+
+/// Every `TemplateProcessing` (a Sequence nests them): each special token its templates
+/// name is in its `special_tokens` (what `tokenizers`' builder checks and its deserializer
+/// does not; encode indexes `special_tokens` by them).
+fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+                let specials = o.get("special_tokens").and_then(|s| s.as_object());
+                for key in ["single", "pair"] {
+                    for piece in o.get(key).and_then(|t| t.as_array()).into_iter().flatten() {
+                        let id = piece.get("SpecialToken").and_then(|s| s.get("id")).and_then(|id| id.as_str());
+                        if let Some(id) = id {
+                            if !specials.is_some_and(|s| s.contains_key(id)) {
+                                return Err(format!("post_processor TemplateProcessing: its {key} template names the special token {id:?}, which its special_tokens lacks"));
+                            }
+                        }
+                    }
+                }
+            }
+            o.values().try_for_each(check_templates)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_templates),
         _ => Ok(()),
     }
 }
