@@ -20,8 +20,28 @@ impl Tokenizer {
     }
 
     /// A tokenizer.json document; `path` names its origin in errors (e.g. a GGUF file).
+    ///
+    /// `tokenizers` (0.23) panics instead of failing on three kinds of broken document (found
+    /// by fuzzing, fuzz/regressions/tokenizer/): a JSON syntax error inside `"decoder"`
+    /// (`expect("Helper")`) and a `Precompiled` normalizer whose charsmap does not parse
+    /// (`expect("Precompiled")`) while loading, and a `TemplateProcessing` post-processor
+    /// whose template names a special token that its `special_tokens` lacks (its builder
+    /// checks that, its deserializer does not) at every encode with special tokens. All three
+    /// are checked here, so that they are `BadFormat`; any other panic while loading is caught
+    /// and reported the same way.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::bad_format(path, e.to_string()))?;
+        let bad = |d: String| Error::bad_format(path, d);
+        let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if let Some(normalizer) = doc.get("normalizer") {
+            check_precompiled(normalizer).map_err(bad)?;
+        }
+        drop(doc);
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|p| bad(format!("tokenizers panicked: {}", panic_message(&*p))))?
+            .map_err(|e| bad(e.to_string()))?;
+        // the post-processor as `tokenizers` read it, written back: one form of template
+        let post = serde_json::to_value(inner.get_post_processor()).map_err(|e| bad(format!("post_processor: {e}")))?;
+        check_templates(&post).map_err(bad)?;
         Ok(Tokenizer { inner, path: path.to_path_buf() })
     }
 
@@ -197,4 +217,50 @@ impl Detokenizer {
 /// Byte length of the longest common prefix of `a` and `b` that ends on a char boundary.
 fn common_prefix_len(a: &str, b: &str) -> usize {
     a.char_indices().zip(b.chars()).find(|((_, x), y)| x != y).map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// Every `{"type": "Precompiled", ..}` in a normalizer (a Sequence nests them) must
+/// deserialize as `tokenizers` will, or it panics instead of failing.
+fn check_precompiled(v: &serde_json::Value) -> std::result::Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                serde_json::from_value::<tokenizers::normalizers::Precompiled>(v.clone())
+                    .map_err(|e| format!("normalizer Precompiled: {e}"))?;
+            }
+            o.values().try_for_each(check_precompiled)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_precompiled),
+        _ => Ok(()),
+    }
+}
+
+/// Every `TemplateProcessing` (a Sequence nests them): each special token its templates
+/// name is in its `special_tokens` (what `tokenizers`' builder checks and its deserializer
+/// does not; encode indexes `special_tokens` by them).
+fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+                let specials = o.get("special_tokens").and_then(|s| s.as_object());
+                for key in ["single", "pair"] {
+                    for piece in o.get(key).and_then(|t| t.as_array()).into_iter().flatten() {
+                        let id = piece.get("SpecialToken").and_then(|s| s.get("id")).and_then(|id| id.as_str());
+                        if let Some(id) = id {
+                            if !specials.is_some_and(|s| s.contains_key(id)) {
+                                return Err(format!("post_processor TemplateProcessing: its {key} template names the special token {id:?}, which its special_tokens lacks"));
+                            }
+                        }
+                    }
+                }
+            }
+            o.values().try_for_each(check_templates)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_templates),
+        _ => Ok(()),
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
 }

@@ -45,6 +45,11 @@ fn gguf() {
 }
 
 #[test]
+fn gguf_tokenizer() {
+    replay("gguf_tokenizer", targets::gguf_tokenizer);
+}
+
+#[test]
 fn tokenizer() {
     replay("tokenizer", targets::tokenizer);
 }
