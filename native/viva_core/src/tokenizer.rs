@@ -35,6 +35,9 @@ impl Tokenizer {
         if let Some(normalizer) = doc.get("normalizer") {
             check_precompiled(normalizer).map_err(bad)?;
         }
+        if let Some(model) = doc.get("model") {
+            check_bpe_merges(model).map_err(bad)?;
+        }
         drop(doc);
         let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|p| bad(format!("tokenizers panicked: {}", panic_message(&*p))))?
@@ -217,6 +220,45 @@ impl Detokenizer {
 /// Byte length of the longest common prefix of `a` and `b` that ends on a char boundary.
 fn common_prefix_len(a: &str, b: &str) -> usize {
     a.char_indices().zip(b.chars()).find(|((_, x), y)| x != y).map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// A BPE model's merges must each make a token of its vocabulary: `tokenizers` 0.23 copies a
+/// merge into a buffer sized by the longest vocabulary token before it looks the result up, so a
+/// longer merge panicked (found by the tokenizer fuzzer), and with a `continuing_subword_prefix`
+/// it cuts the prefix off the second part unchecked (then reads the bytes as UTF-8 unchecked).
+fn check_bpe_merges(model: &serde_json::Value) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    if model.get("type").and_then(Value::as_str) != Some("BPE") {
+        return Ok(());
+    }
+    let (Some(vocab), Some(merges)) = (model.get("vocab").and_then(Value::as_object), model.get("merges").and_then(Value::as_array)) else {
+        return Ok(()); // tokenizers reports its own error
+    };
+    let prefix = model.get("continuing_subword_prefix").and_then(Value::as_str).unwrap_or("");
+    let mut merged = String::new();
+    for m in merges {
+        let (a, b) = match m {
+            Value::String(s) => match s.split_once(' ') {
+                Some(pair) => pair,
+                None => continue,
+            },
+            Value::Array(p) => match (p.first().and_then(Value::as_str), p.get(1).and_then(Value::as_str)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let Some(rest) = b.strip_prefix(prefix) else {
+            return Err(format!("BPE merge {a:?} {b:?}: the second part lacks the continuing_subword_prefix {prefix:?}"));
+        };
+        merged.clear();
+        merged.push_str(a);
+        merged.push_str(rest);
+        if !vocab.contains_key(&merged) {
+            return Err(format!("BPE merge {a:?} {b:?} makes {merged:?}, which is not in the vocabulary"));
+        }
+    }
+    Ok(())
 }
 
 /// Every `{"type": "Precompiled", ..}` in a normalizer (a Sequence nests them) must
