@@ -328,6 +328,14 @@ mod tests {
         }
     }
 
+    /// Layer 0's K and V rows of `paged` caches.
+    fn views<'a>(k: &'a [f32], v: &'a [f32], table: &'a [u32], dims: KvDims) -> (LayerKv<'a>, LayerKv<'a>) {
+        match (LayerKv::new(k, table, dims, 0), LayerKv::new(v, table, dims, 0)) {
+            (Some(k), Some(v)) => (k, v),
+            _ => panic!("the table lies inside the pool"),
+        }
+    }
+
     /// A (n_kv_heads, max_seq, head_dim) cache laid out in blocks (kv/), the table in reverse
     /// order so the indirection shows; rows past max_seq in the last block hold NaN.
     fn paged(c: &[f32], s: &AttnShape) -> (Vec<f32>, Vec<u32>, KvDims) {
@@ -360,7 +368,7 @@ mod tests {
             let mut scores = vec![0.0; attention_scratch_len(&s)];
             let mut out = vec![0.0; n_heads * head_dim];
             let ((kd, table, dims), (vd, _, _)) = (paged(&k, &s), paged(&v, &s));
-            let (kl, vl) = (LayerKv::new(&kd, &table, dims, 0).unwrap(), LayerKv::new(&vd, &table, dims, 0).unwrap());
+            let (kl, vl) = views(&kd, &vd, &table, dims);
             attention(&s, &q, &kl, &vl, pos, &mut scores, &mut out);
             let want = attention_naive(&s, &q, &k, &v, pos);
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
@@ -384,7 +392,7 @@ mod tests {
         poison_after(&mut v, &s, pos0 + m);
         let mut out = vec![0.0; m * q_dim];
         let ((kd, table, dims), (vd, _, _)) = (paged(&k, &s), paged(&v, &s));
-        let (kl, vl) = (LayerKv::new(&kd, &table, dims, 0).unwrap(), LayerKv::new(&vd, &table, dims, 0).unwrap());
+        let (kl, vl) = views(&kd, &vd, &table, dims);
         attention_rows(&s, &q, stride, &kl, &vl, pos0, &mut out);
         let mut scores = vec![0.0; attention_scratch_len(&s)];
         for row in 0..m {

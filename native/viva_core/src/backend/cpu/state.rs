@@ -26,10 +26,7 @@ impl DecodeState {
     /// `with_kv` from `pool` for a sequence about to be fed `prompt`: the cached blocks holding a
     /// prefix of it are taken (prefix sharing) and count as filled; returns how many positions.
     pub fn with_prefix(model: &Model, max_seq: usize, pool: &SharedPool, prompt: &[u32]) -> Result<(Self, usize)> {
-        let max = crate::config::MAX_POSITION_EMBEDDINGS;
-        if max_seq > max {
-            return Err(Error::ContextOverflow { needed: max_seq, max });
-        }
+        check_max_seq(max_seq)?;
         let (kv, found) = SeqKv::with_prefix(pool, max_seq, prompt)?;
         let scratch = Scratch::new(&model.config, max_seq)?;
         Ok((DecodeState { config: model.config.clone(), kv, scratch, filled: found }, found))
@@ -38,10 +35,7 @@ impl DecodeState {
     /// `new` with the KV blocks from `pool` (the model's shared pool); `OutOfMemory` while it
     /// has too few free blocks. Without a pool, a pool of its own.
     pub fn with_kv(model: &Model, max_seq: usize, pool: Option<&SharedPool>) -> Result<Self> {
-        let max = crate::config::MAX_POSITION_EMBEDDINGS;
-        if max_seq > max {
-            return Err(Error::ContextOverflow { needed: max_seq, max });
-        }
+        check_max_seq(max_seq)?;
         let kv = match pool {
             Some(p) => SeqKv::new(p, max_seq)?,
             None => SeqKv::private(KvDims::of(&model.config), max_seq)?,
@@ -146,3 +140,12 @@ impl DecodeState {
 /// Prompt positions per batched forward: large enough that each weight band is expanded once
 /// for many tokens, small enough to bound the pass's buffers (~40 MB for a 1B model).
 pub const PREFILL_ROWS: usize = 256;
+
+/// `ContextOverflow` past any model's context (the buffer sizes cannot overflow below that).
+fn check_max_seq(max_seq: usize) -> Result<()> {
+    let max = crate::config::MAX_POSITION_EMBEDDINGS;
+    if max_seq > max {
+        return Err(Error::ContextOverflow { needed: max_seq, max });
+    }
+    Ok(())
+}
